@@ -1,0 +1,136 @@
+"""Config precedence (defaults < file < env < explicit) and every validation error path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from v6.core.config import ConfigError, MarketDataType, Settings, load_settings
+from v6.core.config_example import render_example_toml
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def problems(exc: pytest.ExceptionInfo[ConfigError]) -> list[str]:
+    return exc.value.problems
+
+
+def test_defaults_without_any_file(no_config: Path) -> None:
+    s = load_settings()
+    assert s.broker.port == 4002
+    assert s.universe.underlyings == ["SPY", "QQQ", "IWM"]
+    assert s.rules.profit_target_pct["low_vol"] == 90.0
+
+
+def test_file_overrides_defaults_and_env_overrides_file(
+    no_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = write(no_config / "v6.toml", "[broker]\nport = 4010\nclient_id_min = 5\n")
+    assert load_settings(cfg).broker.port == 4010
+    monkeypatch.setenv("V6_BROKER__PORT", "4020")
+    s = load_settings(cfg)
+    assert s.broker.port == 4020  # env beats file
+    assert s.broker.client_id_min == 5  # untouched file value survives
+    assert load_settings(cfg, broker={"port": 4030}).broker.port == 4030  # explicit beats env
+
+
+def test_v6_config_env_var_and_cwd_file(no_config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(no_config / "v6.toml", "[limits]\nmax_open_strategies = 7\n")
+    assert load_settings().limits.max_open_strategies == 7  # ./v6.toml picked up
+    other = write(no_config / "other.toml", "[limits]\nmax_open_strategies = 9\n")
+    monkeypatch.setenv("V6_CONFIG", str(other))
+    assert load_settings().limits.max_open_strategies == 9
+
+
+def test_missing_explicit_file_is_an_error(no_config: Path) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_settings(no_config / "nope.toml")
+    assert "does not exist" in problems(exc)[0]
+
+
+def test_toml_syntax_error(no_config: Path) -> None:
+    cfg = write(no_config / "bad.toml", "[broker\nport = 1\n")
+    with pytest.raises(ConfigError) as exc:
+        load_settings(cfg)
+    assert problems(exc)[0].startswith("cannot parse")
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ("[broker]\nport = 99999\n", "broker.port: Input should be less than or equal to 65535 (got 99999)"),
+        ("[broker]\nport = 'x'\n", "broker.port: Input should be a valid integer"),
+        ("[broker]\nprot = 1\n", "broker.prot: unknown setting (did you mean 'port'?)"),
+        ("[brokr]\nport = 1\n", "brokr: unknown setting (did you mean 'broker'?)"),
+        ("[broker]\nmarket_data_type = 'fast'\n", "broker.market_data_type: Input should be"),
+        ("[broker]\nclient_id_min = 10\nclient_id_max = 5\n", "client_id_max (5) is below client_id_min (10)"),
+        ("[strategies]\ntarget_dte = 10\n", "target_dte (10) must lie within dte_min..dte_max (35..60)"),
+        ("[strategies]\nshort_delta_min = 0.3\n", "short_delta_min (0.3) exceeds short_delta_max (0.2)"),
+        ("[universe]\nunderlyings = ['SPY', 'spy']\n", "symbols must be unique"),
+        ("[universe]\nleading_future = {SPY = 'ZZ'}\n", "leading_future names futures ['ZZ']"),
+        ("[limits]\nmax_concentration_pct = 140\n", "limits.max_concentration_pct: Input should be less than or equal to 100"),
+        ("[breaker]\nconsecutive_failures = 0\n", "breaker.consecutive_failures: Input should be greater than or equal to 1"),
+    ],
+)
+def test_each_bad_value_is_one_clear_line(no_config: Path, toml: str, expected: str) -> None:
+    cfg = write(no_config / "v6.toml", toml)
+    with pytest.raises(ConfigError) as exc:
+        load_settings(cfg)
+    assert len(problems(exc)) == 1
+    assert expected in problems(exc)[0]
+
+
+def test_several_problems_are_all_reported(no_config: Path) -> None:
+    cfg = write(no_config / "v6.toml", "[broker]\nport = 0\n[rules]\nstop_los = 1\n")
+    with pytest.raises(ConfigError) as exc:
+        load_settings(cfg)
+    assert len(problems(exc)) == 2
+    assert "2 problem(s)" in str(exc.value)
+
+
+def test_live_trading_needs_explicit_opt_in(no_config: Path) -> None:
+    cfg = write(no_config / "v6.toml", "[broker]\nkind = 'ib'\nport = 4001\n")
+    with pytest.raises(ConfigError) as exc:
+        load_settings(cfg)
+    assert "LIVE account" in problems(exc)[0]
+    assert "live_trading_enabled" in problems(exc)[0]
+    paper_false = write(no_config / "p.toml", "[broker]\nkind = 'ib'\npaper = false\n")
+    with pytest.raises(ConfigError):
+        load_settings(paper_false)
+    opted = write(no_config / "o.toml", "[broker]\nkind='ib'\nport=4001\nlive_trading_enabled=true\n")
+    assert load_settings(opted).broker.is_live
+
+
+def test_secrets_are_masked_in_display(no_config: Path) -> None:
+    cfg = write(
+        no_config / "v6.toml",
+        "[storage]\nroot = 's3://bucket/v6'\nstorage_options = {AWS_SECRET_ACCESS_KEY = 'hunter2'}\n",
+    )
+    s = load_settings(cfg)
+    shown = str(s.masked())
+    assert "hunter2" not in shown
+    assert "**********" in shown
+    assert s.storage.plain_storage_options() == {"AWS_SECRET_ACCESS_KEY": "hunter2"}
+    assert s.storage.is_remote
+
+
+def test_market_data_type_codes() -> None:
+    assert [m.ib_code for m in MarketDataType] == [1, 2, 3, 4]
+
+
+def test_settings_are_immutable(no_config: Path) -> None:
+    s = Settings()
+    with pytest.raises(ValueError):
+        s.broker.port = 1  # type: ignore[misc]
+
+
+def test_example_file_is_valid_and_complete(no_config: Path) -> None:
+    example = Path(__file__).resolve().parents[2] / "v6.example.toml"
+    assert load_settings(example) == Settings()  # the example documents the defaults exactly
+    assert example.read_text() == render_example_toml(), (
+        "v6.example.toml is out of date: regenerate it with `v6 config example > v6.example.toml`"
+    )

@@ -1,0 +1,63 @@
+"""The `v6` command as a user meets it: output, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def v6(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    import os
+
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("V6_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "v6.deployments.cli", *args],
+        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_config_check_prints_effective_config(tmp_path: Path) -> None:
+    result = v6("config", "check", cwd=tmp_path, env={"V6_BROKER__PORT": "4111"})
+    assert result.returncode == 0, result.stderr
+    assert '"port": 4111' in result.stdout
+    assert "configuration OK" in result.stdout
+
+
+def test_config_check_masks_secrets(tmp_path: Path) -> None:
+    (tmp_path / "v6.toml").write_text("[storage]\nstorage_options = {AWS_SECRET_ACCESS_KEY = 's3cr3t'}\n")
+    result = v6("config", "check", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "s3cr3t" not in result.stdout
+
+
+def test_bad_config_is_one_clear_error_and_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "v6.toml").write_text("[broker]\nport = 70000\n")
+    result = v6("config", "check", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "broker.port" in result.stderr and "70000" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", [["tables"], ["demo"]])
+def test_demo_and_tables_create_and_list_every_table(tmp_path: Path, command: list[str]) -> None:
+    from v6.core.store import REGISTRY
+
+    result = v6(*command, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    if command == ["demo"]:
+        assert (tmp_path / "data").is_dir()
+        listing = v6("tables", cwd=tmp_path)
+        assert listing.returncode == 0
+        for name in REGISTRY:
+            assert name in listing.stdout
+        assert "not created" not in listing.stdout
+
+
+def test_config_example_matches_shipped_file(tmp_path: Path) -> None:
+    result = v6("config", "example", cwd=tmp_path)
+    shipped = (Path(__file__).resolve().parents[1] / "v6.example.toml").read_text()
+    assert result.stdout == shipped

@@ -1,0 +1,1 @@
+"""pandera models of V6's Delta tables, one module per area."""

@@ -1,0 +1,1 @@
+"""V6 deployments layer (see ../shared/DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""V6 flows layer (see ../shared/DESIGN.md)."""

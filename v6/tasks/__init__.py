@@ -1,0 +1,1 @@
+"""V6 tasks layer (see ../shared/DESIGN.md)."""
