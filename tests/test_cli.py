@@ -9,14 +9,20 @@ from pathlib import Path
 import pytest
 
 
-def v6(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def v6(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     import os
 
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("V6_")}
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "v6.deployments.cli", *args],
-        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=120,
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -28,7 +34,9 @@ def test_config_check_prints_effective_config(tmp_path: Path) -> None:
 
 
 def test_config_check_masks_secrets(tmp_path: Path) -> None:
-    (tmp_path / "v6.toml").write_text("[storage]\nstorage_options = {AWS_SECRET_ACCESS_KEY = 's3cr3t'}\n")
+    (tmp_path / "v6.toml").write_text(
+        "[storage]\nstorage_options = {AWS_SECRET_ACCESS_KEY = 's3cr3t'}\n"
+    )
     result = v6("config", "check", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "s3cr3t" not in result.stdout

@@ -62,18 +62,36 @@ def test_toml_syntax_error(no_config: Path) -> None:
 @pytest.mark.parametrize(
     ("toml", "expected"),
     [
-        ("[broker]\nport = 99999\n", "broker.port: Input should be less than or equal to 65535 (got 99999)"),
+        (
+            "[broker]\nport = 99999\n",
+            "broker.port: Input should be less than or equal to 65535 (got 99999)",
+        ),
         ("[broker]\nport = 'x'\n", "broker.port: Input should be a valid integer"),
         ("[broker]\nprot = 1\n", "broker.prot: unknown setting (did you mean 'port'?)"),
         ("[brokr]\nport = 1\n", "brokr: unknown setting (did you mean 'broker'?)"),
         ("[broker]\nmarket_data_type = 'fast'\n", "broker.market_data_type: Input should be"),
-        ("[broker]\nclient_id_min = 10\nclient_id_max = 5\n", "client_id_max (5) is below client_id_min (10)"),
-        ("[strategies]\ntarget_dte = 10\n", "target_dte (10) must lie within dte_min..dte_max (35..60)"),
-        ("[strategies]\nshort_delta_min = 0.3\n", "short_delta_min (0.3) exceeds short_delta_max (0.2)"),
+        (
+            "[broker]\nclient_id_min = 10\nclient_id_max = 5\n",
+            "client_id_max (5) is below client_id_min (10)",
+        ),
+        (
+            "[strategies]\ntarget_dte = 10\n",
+            "target_dte (10) must lie within dte_min..dte_max (35..60)",
+        ),
+        (
+            "[strategies]\nshort_delta_min = 0.3\n",
+            "short_delta_min (0.3) exceeds short_delta_max (0.2)",
+        ),
         ("[universe]\nunderlyings = ['SPY', 'spy']\n", "symbols must be unique"),
         ("[universe]\nleading_future = {SPY = 'ZZ'}\n", "leading_future names futures ['ZZ']"),
-        ("[limits]\nmax_concentration_pct = 140\n", "limits.max_concentration_pct: Input should be less than or equal to 100"),
-        ("[breaker]\nconsecutive_failures = 0\n", "breaker.consecutive_failures: Input should be greater than or equal to 1"),
+        (
+            "[limits]\nmax_concentration_pct = 140\n",
+            "limits.max_concentration_pct: Input should be less than or equal to 100",
+        ),
+        (
+            "[breaker]\nconsecutive_failures = 0\n",
+            "breaker.consecutive_failures: Input should be greater than or equal to 1",
+        ),
     ],
 )
 def test_each_bad_value_is_one_clear_line(no_config: Path, toml: str, expected: str) -> None:
@@ -101,14 +119,17 @@ def test_live_trading_needs_explicit_opt_in(no_config: Path) -> None:
     paper_false = write(no_config / "p.toml", "[broker]\nkind = 'ib'\npaper = false\n")
     with pytest.raises(ConfigError):
         load_settings(paper_false)
-    opted = write(no_config / "o.toml", "[broker]\nkind='ib'\nport=4001\nlive_trading_enabled=true\n")
+    opted = write(
+        no_config / "o.toml", "[broker]\nkind='ib'\nport=4001\nlive_trading_enabled=true\n"
+    )
     assert load_settings(opted).broker.is_live
 
 
 def test_secrets_are_masked_in_display(no_config: Path) -> None:
     cfg = write(
         no_config / "v6.toml",
-        "[storage]\nroot = 's3://bucket/v6'\nstorage_options = {AWS_SECRET_ACCESS_KEY = 'hunter2'}\n",
+        "[storage]\nroot = 's3://bucket/v6'\n"
+        "storage_options = {AWS_SECRET_ACCESS_KEY = 'hunter2'}\n",
     )
     s = load_settings(cfg)
     shown = str(s.masked())

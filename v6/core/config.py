@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import difflib
 import os
-from contextvars import ContextVar
 from collections.abc import Mapping
+from contextvars import ContextVar
 from datetime import time
 from enum import StrEnum
 from pathlib import Path
@@ -62,21 +62,31 @@ class MarketDataType(StrEnum):
 
 
 class BrokerSettings(_Section):
-    kind: BrokerKind = Field(BrokerKind.SIM, description="sim = in-process simulator; ib = IB Gateway/TWS")
+    kind: BrokerKind = Field(
+        BrokerKind.SIM, description="sim = in-process simulator; ib = IB Gateway/TWS"
+    )
     host: str = Field("127.0.0.1", description="Gateway host")
-    port: int = Field(4002, ge=1, le=65535, description="Gateway port (4002 paper gateway, 4001 live)")
+    port: int = Field(
+        4002, ge=1, le=65535, description="Gateway port (4002 paper gateway, 4001 live)"
+    )
     client_id_min: int = Field(100, ge=0, description="Lowest clientId V6 may use")
     client_id_max: int = Field(199, ge=0, description="Highest clientId V6 may use")
     account: str | None = Field(None, description="Account code; None = the only managed account")
-    market_data_type: MarketDataType = Field(MarketDataType.DELAYED, description="live|frozen|delayed|delayed_frozen")
+    market_data_type: MarketDataType = Field(
+        MarketDataType.DELAYED, description="live|frozen|delayed|delayed_frozen"
+    )
     paper: bool = Field(True, description="True for a paper account")
     live_trading_enabled: bool = Field(False, description="Explicit opt-in for live ports/accounts")
     connect_timeout_s: float = Field(10.0, gt=0, description="seconds")
     request_timeout_s: float = Field(15.0, gt=0, description="seconds per read-only request")
     snapshot_timeout_s: float = Field(5.0, gt=0, description="seconds to wait for a quote snapshot")
     reconnect_max_attempts: int = Field(5, ge=0, description="attempts before giving up")
-    reconnect_backoff_s: float = Field(1.0, gt=0, description="first back-off; doubles each attempt")
-    market_data_lines: int = Field(100, ge=1, description="IB market-data line budget for the account")
+    reconnect_backoff_s: float = Field(
+        1.0, gt=0, description="first back-off; doubles each attempt"
+    )
+    market_data_lines: int = Field(
+        100, ge=1, description="IB market-data line budget for the account"
+    )
 
     @model_validator(mode="after")
     def _client_range(self) -> Self:
@@ -94,14 +104,18 @@ class BrokerSettings(_Section):
 
 
 class StorageSettings(_Section):
-    root: str = Field("./data", description="Local directory or s3://bucket/prefix for Delta tables")
+    root: str = Field(
+        "./data", description="Local directory or s3://bucket/prefix for Delta tables"
+    )
     storage_options: dict[str, SecretStr] = Field(
         default_factory=dict, description="deltalake storage options (credentials are masked)"
     )
     reports_dir: str = Field("./reports", description="Where HTML reports are written")
     commit_retries: int = Field(8, ge=0, description="Retries of a conflicting Delta commit")
     commit_backoff_s: float = Field(0.05, gt=0, description="first commit back-off, seconds")
-    vacuum_retention_hours: int = Field(168, ge=0, description="Time-travel window kept by vacuum, hours")
+    vacuum_retention_hours: int = Field(
+        168, ge=0, description="Time-travel window kept by vacuum, hours"
+    )
 
     @property
     def is_remote(self) -> bool:
@@ -115,14 +129,24 @@ class StorageSettings(_Section):
 class ScheduleSettings(_Section):
     timezone: str = Field("America/New_York", description="Market time zone for schedules")
     equity_calendar: str = Field("XNYS", description="exchange_calendars code for regular hours")
-    futures_calendar: str = Field("CMES", description="exchange_calendars code for the futures session")
+    futures_calendar: str = Field(
+        "CMES", description="exchange_calendars code for the futures session"
+    )
     collection_every_min: int = Field(1, ge=1, description="futures_collection interval, minutes")
-    reconciliation_every_min: int = Field(5, ge=1, description="position_reconciliation interval, minutes")
+    reconciliation_every_min: int = Field(
+        5, ge=1, description="position_reconciliation interval, minutes"
+    )
     trading_cycle_every_min: int = Field(5, ge=1, description="trading_cycle interval, minutes")
     maintenance_at: time = Field(time(2, 0), description="nightly maintenance, market time")
-    variance_analysis_at: time = Field(time(18, 30), description="nightly variance analysis, market time")
-    stale_run_after_s: int = Field(120, ge=1, description="a scheduled run older than this is skipped")
-    serve_process_limit: int = Field(4, ge=1, description="max concurrent flow-run processes under serve")
+    variance_analysis_at: time = Field(
+        time(18, 30), description="nightly variance analysis, market time"
+    )
+    stale_run_after_s: int = Field(
+        120, ge=1, description="a scheduled run older than this is skipped"
+    )
+    serve_process_limit: int = Field(
+        4, ge=1, description="max concurrent flow-run processes under serve"
+    )
 
 
 class UniverseSettings(_Section):
@@ -136,7 +160,9 @@ class UniverseSettings(_Section):
         8, ge=0, description="roll to the next contract this many calendar days before expiry"
     )
     futures_backfill_max_hours: int = Field(
-        48, ge=1, description="a futures collection run backfills a gap at most this far back, hours"
+        48,
+        ge=1,
+        description="a futures collection run backfills a gap at most this far back, hours",
     )
 
     @field_validator("underlyings", "futures")
@@ -160,12 +186,15 @@ class StrategySettings(_Section):
     dte_min: int = Field(35, ge=1)
     dte_max: int = Field(60, ge=1)
     wing_width: dict[str, float] = Field(
-        {"SPY": 5.0, "QQQ": 5.0, "IWM": 3.0}, description="strike distance between short and long, points"
+        {"SPY": 5.0, "QQQ": 5.0, "IWM": 3.0},
+        description="strike distance between short and long, points",
     )
     default_wing_width: float = Field(5.0, gt=0)
     short_delta_min: float = Field(0.16, gt=0, lt=0.5)
     short_delta_max: float = Field(0.20, gt=0, lt=0.5)
-    skew_max_delta_shift: float = Field(0.04, ge=0, lt=0.2, description="max lean toward the rich side")
+    skew_max_delta_shift: float = Field(
+        0.04, ge=0, lt=0.2, description="max lean toward the rich side"
+    )
     contracts_per_entry: int = Field(1, ge=1)
     min_credit_to_width: float = Field(0.15, ge=0, lt=1)
     reprice_steps: int = Field(4, ge=0, description="limit reprices from mid toward natural")
@@ -181,7 +210,8 @@ class StrategySettings(_Section):
             )
         if self.short_delta_min > self.short_delta_max:
             raise ValueError(
-                f"short_delta_min ({self.short_delta_min}) exceeds short_delta_max ({self.short_delta_max})"
+                f"short_delta_min ({self.short_delta_min}) exceeds "
+                f"short_delta_max ({self.short_delta_max})"
             )
         return self
 
@@ -195,7 +225,9 @@ class RuleSettings(_Section):
     single_leg_profit_pct: float = Field(80.0, gt=0)
     single_leg_loss_pct: float = Field(50.0, gt=0)
     single_leg_max_dte: int = Field(21, ge=0)
-    trailing_activation_pct: float = Field(40.0, gt=0, description="peak profit that arms the stop, %")
+    trailing_activation_pct: float = Field(
+        40.0, gt=0, description="peak profit that arms the stop, %"
+    )
     trailing_giveback_ratio: float = Field(0.40, gt=0, lt=1, description="close below this x peak")
     vix_level: float = Field(35.0, gt=0)
     vix_rise_points: float = Field(5.0, gt=0)
@@ -226,7 +258,9 @@ class RuleSettings(_Section):
         },
         description="dynamic take-profit target per regime, %",
     )
-    profit_target_fallback_pct: float = Field(50.0, gt=0, description="target when the regime is unknown")
+    profit_target_fallback_pct: float = Field(
+        50.0, gt=0, description="target when the regime is unknown"
+    )
     # Regime detector (core/rules/regime.py), over daily closes of an underlying and of VIX.
     regime_lookback_bars: int = Field(20, ge=2, description="daily closes for trend efficiency")
     regime_crash_lookback_bars: int = Field(5, ge=1, description="daily closes for crash drawdown")
@@ -244,9 +278,13 @@ class RuleSettings(_Section):
 
 
 class LimitSettings(_Section):
-    max_portfolio_delta: float = Field(50.0, gt=0, description="abs net delta, share-equivalents / 100")
+    max_portfolio_delta: float = Field(
+        50.0, gt=0, description="abs net delta, share-equivalents / 100"
+    )
     max_underlying_delta: float = Field(25.0, gt=0)
-    max_concentration_pct: float = Field(40.0, gt=0, le=100, description="of net liquidation, per underlying")
+    max_concentration_pct: float = Field(
+        40.0, gt=0, le=100, description="of net liquidation, per underlying"
+    )
     correlation_threshold: float = Field(0.8, ge=0, le=1)
     correlation_lookback_days: int = Field(20, ge=2)
     max_correlated_exposure_pct: float = Field(60.0, gt=0, le=100)
@@ -263,6 +301,9 @@ class BreakerSettings(_Section):
     max_data_quality_failure_rate: float = Field(0.5, gt=0, le=1)
     cooldown_minutes: int = Field(30, ge=0)
     reducing_mode: bool = Field(True, description="while OPEN, still run exit rules (exits only)")
+    probe_timeout_minutes: int = Field(
+        15, ge=1, description="a HALF_OPEN probe that has not reported after this counts as failed"
+    )
 
 
 class AnalysisSettings(_Section):
@@ -272,21 +313,29 @@ class AnalysisSettings(_Section):
     weight_max: float = Field(1.0, gt=0)
     bootstrap_samples: int = Field(1000, ge=100)
     bootstrap_max_n: int = Field(
-        2000, ge=10, description="resample a side of at most this many trades; above it, draw its "
-        "bootstrap means from the normal approximation (CLT) to bound the cost"
+        2000,
+        ge=10,
+        description="resample a side of at most this many trades; above it, draw its "
+        "bootstrap means from the normal approximation (CLT) to bound the cost",
     )
     weight_step_down: float = Field(
-        0.1, gt=0, description="largest nightly cut of a strategy-type weight when live underperforms"
+        0.1,
+        gt=0,
+        description="largest nightly cut of a strategy-type weight when live underperforms",
     )
     weight_step_up: float = Field(
-        0.05, gt=0, description="largest nightly recovery of a strategy-type weight toward weight_max"
+        0.05,
+        gt=0,
+        description="largest nightly recovery of a strategy-type weight toward weight_max",
     )
     significance: float = Field(0.05, gt=0, lt=1)
     lead_lag_min_days: int = Field(7, ge=1)
     lead_lag_max_lag_min: int = Field(10, ge=1)
     asof_tolerance_s: int = Field(90, ge=1)
     lead_lag_window_days: int = Field(20, ge=1, description="days of bars a lead-lag estimate uses")
-    lead_momentum_min: int = Field(15, ge=1, description="futures-vs-underlying momentum window, min")
+    lead_momentum_min: int = Field(
+        15, ge=1, description="futures-vs-underlying momentum window, min"
+    )
     lead_signal_threshold_pct: float = Field(
         0.10, gt=0, description="expected underlying move that makes a lead signal up/down, %"
     )
@@ -342,7 +391,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _cross_section(self) -> Self:
-        unknown = [f for f in self.universe.leading_future.values() if f not in self.universe.futures]
+        unknown = [
+            f for f in self.universe.leading_future.values() if f not in self.universe.futures
+        ]
         if unknown:
             raise ValueError(
                 f"universe.leading_future names futures {unknown} that are not in universe.futures "
@@ -350,7 +401,8 @@ class Settings(BaseSettings):
             )
         if self.broker.is_live and not self.broker.live_trading_enabled:
             raise ValueError(
-                f"broker: port {self.broker.port} / paper={self.broker.paper} reaches a LIVE account; "
+                f"broker: port {self.broker.port} / paper={self.broker.paper} "
+                "reaches a LIVE account; "
                 "set broker.live_trading_enabled = true to opt in explicitly"
             )
         return self

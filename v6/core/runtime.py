@@ -54,7 +54,9 @@ def current_runtime() -> Runtime:
         return rt
     if not _PROCESS_DEFAULT:
         settings = load_settings()
-        _PROCESS_DEFAULT.append(Runtime(settings=settings, store=DeltaStore.from_settings(settings)))
+        _PROCESS_DEFAULT.append(
+            Runtime(settings=settings, store=DeltaStore.from_settings(settings))
+        )
     return _PROCESS_DEFAULT[0]
 
 

@@ -109,7 +109,9 @@ def main() -> None:
         app()
     except ConfigError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
-        err_console.print("fix: edit the file (see v6.example.toml) or the V6_* variable named above")
+        err_console.print(
+            "fix: edit the file (see v6.example.toml) or the V6_* variable named above"
+        )
         sys.exit(2)
     except (StoreError, UserError) as exc:
         err_console.print(f"[red]error:[/red] {exc}")

@@ -20,8 +20,9 @@ from v6.core.store import DeltaStore
 def run_demo(settings: Settings, console: Console) -> None:
     console.rule("[bold]V6 demo")
     console.print(
-        f"broker: [bold]{settings.broker.kind.value}[/bold]   storage: [bold]{settings.storage.root}"
-        f"[/bold]   universe: {', '.join(settings.universe.underlyings)} / "
+        f"broker: [bold]{settings.broker.kind.value}[/bold]   "
+        f"storage: [bold]{settings.storage.root}[/bold]   "
+        f"universe: {', '.join(settings.universe.underlyings)} / "
         f"{', '.join(settings.universe.futures)}"
     )
     store = DeltaStore.from_settings(settings)

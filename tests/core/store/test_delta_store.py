@@ -10,7 +10,14 @@ import pandera.polars as pa
 import polars as pl
 import pytest
 
-from v6.core.store import REGISTRY, UTC_US, DeltaStore, SchemaViolation, TableSpec, UnknownTableError
+from v6.core.store import (
+    REGISTRY,
+    UTC_US,
+    DeltaStore,
+    SchemaViolation,
+    TableSpec,
+    UnknownTableError,
+)
 from v6.core.store.schemas.market import UtcTs
 
 T0 = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
@@ -81,25 +88,37 @@ def test_insert_only_merge_never_touches_existing_rows(store: DeltaStore) -> Non
 @pytest.mark.parametrize(
     ("mutate", "fragment"),
     [
-        (lambda df: df.with_columns(pl.col("volume").cast(pl.Float64)),
-         "column 'volume' has dtype Float64, the table stores Int64"),
+        (
+            lambda df: df.with_columns(pl.col("volume").cast(pl.Float64)),
+            "column 'volume' has dtype Float64, the table stores Int64",
+        ),
         (lambda df: df.drop("close"), "column 'close' is missing"),
         (lambda df: df.with_columns(extra=pl.lit(1)), "columns ['extra'] are not in the table"),
-        (lambda df: df.with_columns(pl.col("ts").cast(pl.Datetime("ns", "UTC"))),
-         "column 'ts' has dtype Datetime(time_unit='ns', time_zone='UTC')"),
-        (lambda df: df.with_columns(pl.col("ts").dt.replace_time_zone(None)),
-         "column 'ts' has dtype Datetime(time_unit='us', time_zone=None)"),
-        (lambda df: df.with_columns(pl.lit(-5, dtype=pl.Int64).alias("volume")),
-         "check 'greater_than_or_equal_to(0)' failed on column 'volume' for 3 row(s)"),
+        (
+            lambda df: df.with_columns(pl.col("ts").cast(pl.Datetime("ns", "UTC"))),
+            "column 'ts' has dtype Datetime(time_unit='ns', time_zone='UTC')",
+        ),
+        (
+            lambda df: df.with_columns(pl.col("ts").dt.replace_time_zone(None)),
+            "column 'ts' has dtype Datetime(time_unit='us', time_zone=None)",
+        ),
+        (
+            lambda df: df.with_columns(pl.lit(-5, dtype=pl.Int64).alias("volume")),
+            "check 'greater_than_or_equal_to(0)' failed on column 'volume' for 3 row(s)",
+        ),
         (lambda df: df.with_columns(pl.lit(1.0).alias("high")), "OHLC inconsistent"),
         (lambda df: df.with_columns(pl.lit(0.0).alias("low")), "greater_than(0)"),
         (lambda df: pl.concat([df, df.head(1)]), "share a key ['symbol', 'contract', 'ts']"),
-        (lambda df: df.with_columns(pl.lit(None, dtype=pl.String).alias("contract")),
-         "have a null key"),
+        (
+            lambda df: df.with_columns(pl.lit(None, dtype=pl.String).alias("contract")),
+            "have a null key",
+        ),
     ],
 )
 def test_bad_batches_are_rejected_and_nothing_is_written(
-    store: DeltaStore, mutate, fragment: str  # type: ignore[no-untyped-def]
+    store: DeltaStore,
+    mutate,
+    fragment: str,  # type: ignore[no-untyped-def]
 ) -> None:
     store.merge("futures_bars", bars(2, start=T0 - timedelta(days=1)))
     version = store.stats("futures_bars").version
@@ -115,7 +134,9 @@ def test_bad_batches_are_rejected_and_nothing_is_written(
 
 def test_value_errors_show_sample_failing_rows(store: DeltaStore) -> None:
     bad = bars(3).with_columns(
-        pl.when(pl.col("ts") == T0 + timedelta(minutes=1)).then(-1).otherwise(pl.col("volume"))
+        pl.when(pl.col("ts") == T0 + timedelta(minutes=1))
+        .then(-1)
+        .otherwise(pl.col("volume"))
         .alias("volume")
     )
     with pytest.raises(SchemaViolation) as exc:
@@ -134,11 +155,17 @@ def test_disabled_pandera_is_refused(store: DeltaStore, monkeypatch: pytest.Monk
 
 
 def test_append_with_txn_is_applied_once(store: DeltaStore) -> None:
-    first = store.append("underlying_bars", bars(4).drop("contract").with_columns(symbol=pl.lit("SPY")),
-                         txn=("collector-1", 7))
+    first = store.append(
+        "underlying_bars",
+        bars(4).drop("contract").with_columns(symbol=pl.lit("SPY")),
+        txn=("collector-1", 7),
+    )
     assert first.rows_inserted == 4
-    replay = store.append("underlying_bars", bars(4).drop("contract").with_columns(symbol=pl.lit("SPY")),
-                          txn=("collector-1", 7))
+    replay = store.append(
+        "underlying_bars",
+        bars(4).drop("contract").with_columns(symbol=pl.lit("SPY")),
+        txn=("collector-1", 7),
+    )
     assert replay.skipped
     assert store.read("underlying_bars").collect().height == 4
 
@@ -171,7 +198,9 @@ def test_history_and_stats(store: DeltaStore) -> None:
 
 
 def test_unknown_table_names_the_known_ones(store: DeltaStore) -> None:
-    with pytest.raises(UnknownTableError, match="unknown table 'nope'; known tables: .*futures_bars"):
+    with pytest.raises(
+        UnknownTableError, match=r"unknown table 'nope'; known tables: .*futures_bars"
+    ):
         store.read("nope")
 
 
@@ -186,7 +215,9 @@ def test_merge_on_table_without_keys_is_refused(store_root: Path) -> None:
     spec = TableSpec(name="log", model=Log, description="free log")
     store = DeltaStore(store_root, registry={"log": spec})
     with pytest.raises(ValueError, match="declares no keys; use append"):
-        store.merge("log", pl.DataFrame({"ts": [T0], "msg": ["x"]}).with_columns(pl.col("ts").cast(UTC_US)))
+        store.merge(
+            "log", pl.DataFrame({"ts": [T0], "msg": ["x"]}).with_columns(pl.col("ts").cast(UTC_US))
+        )
 
 
 # -- concurrency: real processes (spawn: the Delta runtime must not be forked) ---------------

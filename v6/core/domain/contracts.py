@@ -70,7 +70,9 @@ class Contract:
         if self.sec_type is SecType.BAG and not self.combo_legs:
             raise ValueError(f"BAG contract {self.symbol} needs at least one combo leg")
         if self.multiplier <= 0:
-            raise ValueError(f"Contract.multiplier must be a positive integer, got {self.multiplier}")
+            raise ValueError(
+                f"Contract.multiplier must be a positive integer, got {self.multiplier}"
+            )
 
     # -- constructors that spell the common cases --------------------------------------
     @classmethod
@@ -97,7 +99,11 @@ class Contract:
     @classmethod
     def future(cls, symbol: str, expiry: date, multiplier: int, exchange: str = "CME") -> Contract:
         return cls(
-            symbol=symbol, sec_type=SecType.FUT, expiry=expiry, multiplier=multiplier, exchange=exchange
+            symbol=symbol,
+            sec_type=SecType.FUT,
+            expiry=expiry,
+            multiplier=multiplier,
+            exchange=exchange,
         )
 
     @classmethod
@@ -106,9 +112,14 @@ class Contract:
 
     @property
     def key(self) -> tuple[str, str, date | None, float | None, str | None]:
-        """Identity that does not depend on a broker's conId (used to match unqualified contracts)."""
-        return (self.symbol, self.sec_type.value, self.expiry, self.strike,
-                self.right.value if self.right else None)
+        """Identity independent of a broker's conId (matches unqualified contracts)."""
+        return (
+            self.symbol,
+            self.sec_type.value,
+            self.expiry,
+            self.strike,
+            self.right.value if self.right else None,
+        )
 
     def with_con_id(self, con_id: int, **changes: object) -> Contract:
         return replace(self, con_id=con_id, **changes)  # type: ignore[arg-type]

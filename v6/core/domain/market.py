@@ -46,7 +46,9 @@ class Quote:
 
     @property
     def has_greeks(self) -> bool:
-        return not any(math.isnan(x) for x in (self.iv, self.delta, self.gamma, self.vega, self.theta))
+        return not any(
+            math.isnan(x) for x in (self.iv, self.delta, self.gamma, self.vega, self.theta)
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,8 +53,14 @@ class OrderRequest:
     what_if: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.quantity, int) or isinstance(self.quantity, bool) or self.quantity <= 0:
-            raise ValueError(f"OrderRequest.quantity must be a positive integer, got {self.quantity!r}")
+        if (
+            not isinstance(self.quantity, int)
+            or isinstance(self.quantity, bool)
+            or self.quantity <= 0
+        ):
+            raise ValueError(
+                f"OrderRequest.quantity must be a positive integer, got {self.quantity!r}"
+            )
         if self.order_type is OrderType.LMT:
             if self.limit_price is None or not math.isfinite(self.limit_price):
                 raise ValueError(

@@ -211,8 +211,12 @@ class DeltaStore:
                         f"was not written. Last error: {exc}"
                     ) from exc
                 sleep_for = delay * (1 + random.random())
-                log.warning("table %s: commit conflict (attempt %d), retrying in %.3fs",
-                            name, n + 1, sleep_for)
+                log.warning(
+                    "table %s: commit conflict (attempt %d), retrying in %.3fs",
+                    name,
+                    n + 1,
+                    sleep_for,
+                )
                 time.sleep(sleep_for)
                 delay *= 2
         raise AssertionError("unreachable")

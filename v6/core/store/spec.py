@@ -31,7 +31,9 @@ class TableSpec:
         cols = set(self.schema)
         missing = [c for c in (*self.keys, *self.partition_by, *self.derived) if c not in cols]
         if missing:
-            raise ValueError(f"table {self.name}: keys/partitions/derived {missing} are not columns")
+            raise ValueError(
+                f"table {self.name}: keys/partitions/derived {missing} are not columns"
+            )
 
     @property
     def schema(self) -> pl.Schema:

@@ -43,7 +43,9 @@ def _check_schema(spec: TableSpec, batch: pl.DataFrame) -> None:
             )
     extra = [c for c in have.names() if c not in want]
     if extra:
-        problems.append(f"columns {extra} are not in the table; drop them or add them to the schema")
+        problems.append(
+            f"columns {extra} are not in the table; drop them or add them to the schema"
+        )
     if problems:
         raise SchemaViolation(spec.name, problems)
 
@@ -70,8 +72,10 @@ def _check_values(spec: TableSpec, batch: pl.DataFrame) -> None:
     if not get_config_context().validation_enabled:
         raise SchemaViolation(
             spec.name,
-            ["pandera validation is disabled (PANDERA_VALIDATION_ENABLED); V6 refuses to write "
-             "unvalidated data: unset that variable"],
+            [
+                "pandera validation is disabled (PANDERA_VALIDATION_ENABLED); V6 refuses to write "
+                "unvalidated data: unset that variable"
+            ],
         )
     try:
         spec.model.validate(batch, lazy=True)

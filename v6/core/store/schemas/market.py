@@ -1,4 +1,5 @@
-"""Market data tables: futures and underlying bars, futures quotes, and quarantined bars."""
+"""Market data tables: futures and underlying bars, futures quotes, quarantined bars, and the
+leading-indicator signals derived from them."""
 
 from __future__ import annotations
 
@@ -84,29 +85,95 @@ class QuarantinedBar(pa.DataFrameModel):
         coerce = False
 
 
+class FuturesSignal(pa.DataFrameModel):
+    """A leading-indicator reading for one underlying from its future (core/analysis/futures.py).
+
+    Every analysis run writes one row per underlying, also when there is too little data
+    (status = insufficient_data, days_of_data says how much there is), so the entry
+    pipeline can always tell "no signal" from "not computed".
+    """
+
+    underlying: str = pa.Field(str_length={"min_value": 1})
+    future: str = pa.Field(str_length={"min_value": 1})
+    ts: UtcTs = pa.Field(description="as-of time of the reading, UTC")  # type: ignore[valid-type]
+    status: str = pa.Field(isin=["ok", "insufficient_data"])
+    days_of_data: pl.Int64 = pa.Field(ge=0, description="distinct days with both series")
+    best_lag_min: pl.Int64 = pa.Field(ge=0, nullable=True, description="futures lead, minutes")
+    best_corr: float = pa.Field(ge=-1, le=1, nullable=True)
+    beta: float = pa.Field(nullable=True, description="underlying return per futures return")
+    lead_move_pct: float = pa.Field(nullable=True, description="futures move over the last lag")
+    overnight_move_pct: float = pa.Field(nullable=True, description="futures since prior RTH close")
+    futures_momentum_pct: float = pa.Field(nullable=True)
+    underlying_momentum_pct: float = pa.Field(nullable=True)
+    momentum_gap_pct: float = pa.Field(nullable=True, description="futures minus underlying")
+    expected_move_pct: float = pa.Field(nullable=True, description="move the underlying owes")
+    direction: str = pa.Field(isin=["up", "down", "neutral"], nullable=True)
+    date: pl.Date
+
+    class Config:
+        strict = True
+        coerce = False
+
+
 _T0 = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
 
 
 def _bar_example(**ids: str) -> pl.DataFrame:
     return pl.DataFrame(
-        {**{k: [v] for k, v in ids.items()}, "ts": [_T0], "open": [100.0], "high": [101.0],
-         "low": [99.5], "close": [100.5], "volume": [1200], "date": [date(2026, 3, 2)]},
+        {
+            **{k: [v] for k, v in ids.items()},
+            "ts": [_T0],
+            "open": [100.0],
+            "high": [101.0],
+            "low": [99.5],
+            "close": [100.5],
+            "volume": [1200],
+            "date": [date(2026, 3, 2)],
+        },
     ).with_columns(pl.col("ts").cast(UTC_US))
 
 
 def _quote_example() -> pl.DataFrame:
     return pl.DataFrame(
-        {"symbol": ["ES"], "contract": ["ESM6"], "ts": [_T0], "bid": [5000.0], "ask": [5000.25],
-         "last": [5000.25], "date": [date(2026, 3, 2)]}
+        {
+            "symbol": ["ES"],
+            "contract": ["ESM6"],
+            "ts": [_T0],
+            "bid": [5000.0],
+            "ask": [5000.25],
+            "last": [5000.25],
+            "date": [date(2026, 3, 2)],
+        }
     ).with_columns(pl.col("ts").cast(UTC_US))
 
 
 def _quarantine_example() -> pl.DataFrame:
     return pl.DataFrame(
-        {"symbol": ["ES"], "contract": ["ESM6"], "ts": [_T0], "open": [5000.0], "high": [4990.0],
-         "low": [4995.0], "close": [5001.0], "volume": [10], "reason": ["high below open"],
-         "quarantined_at": [_T0], "date": [date(2026, 3, 2)]}
+        {
+            "symbol": ["ES"],
+            "contract": ["ESM6"],
+            "ts": [_T0],
+            "open": [5000.0],
+            "high": [4990.0],
+            "low": [4995.0],
+            "close": [5001.0],
+            "volume": [10],
+            "reason": ["high below open"],
+            "quarantined_at": [_T0],
+            "date": [date(2026, 3, 2)],
+        }
     ).with_columns(pl.col("ts", "quarantined_at").cast(UTC_US))
+
+
+def _signal_example() -> pl.DataFrame:
+    return pl.DataFrame(
+        {"underlying": ["SPY"], "future": ["ES"], "ts": [_T0], "status": ["ok"],
+         "days_of_data": [12], "best_lag_min": [2], "best_corr": [0.61], "beta": [0.98],
+         "lead_move_pct": [0.05], "overnight_move_pct": [0.42], "futures_momentum_pct": [0.2],
+         "underlying_momentum_pct": [0.12], "momentum_gap_pct": [0.08],
+         "expected_move_pct": [0.049], "direction": ["neutral"], "date": [date(2026, 3, 2)]},
+        schema_overrides={"days_of_data": pl.Int64, "best_lag_min": pl.Int64},
+    ).with_columns(pl.col("ts").cast(UTC_US))
 
 
 TABLES = [
@@ -136,6 +203,15 @@ TABLES = [
         partition_by=("date",),
         derived={"date": _TRADE_DATE},
         example=_quarantine_example,
+    ),
+    TableSpec(
+        name="futures_signals",
+        model=FuturesSignal,
+        description="leading-indicator signals per underlying from futures lead-lag analysis",
+        keys=("underlying", "ts"),
+        partition_by=("date",),
+        derived={"date": _TRADE_DATE},
+        example=_signal_example,
     ),
     TableSpec(
         name="underlying_bars",
