@@ -167,11 +167,24 @@ def _quarantine_example() -> pl.DataFrame:
 
 def _signal_example() -> pl.DataFrame:
     return pl.DataFrame(
-        {"underlying": ["SPY"], "future": ["ES"], "ts": [_T0], "status": ["ok"],
-         "days_of_data": [12], "best_lag_min": [2], "best_corr": [0.61], "beta": [0.98],
-         "lead_move_pct": [0.05], "overnight_move_pct": [0.42], "futures_momentum_pct": [0.2],
-         "underlying_momentum_pct": [0.12], "momentum_gap_pct": [0.08],
-         "expected_move_pct": [0.049], "direction": ["neutral"], "date": [date(2026, 3, 2)]},
+        {
+            "underlying": ["SPY"],
+            "future": ["ES"],
+            "ts": [_T0],
+            "status": ["ok"],
+            "days_of_data": [12],
+            "best_lag_min": [2],
+            "best_corr": [0.61],
+            "beta": [0.98],
+            "lead_move_pct": [0.05],
+            "overnight_move_pct": [0.42],
+            "futures_momentum_pct": [0.2],
+            "underlying_momentum_pct": [0.12],
+            "momentum_gap_pct": [0.08],
+            "expected_move_pct": [0.049],
+            "direction": ["neutral"],
+            "date": [date(2026, 3, 2)],
+        },
         schema_overrides={"days_of_data": pl.Int64, "best_lag_min": pl.Int64},
     ).with_columns(pl.col("ts").cast(UTC_US))
 
