@@ -137,7 +137,11 @@ class ScheduleSettings(_Section):
         5, ge=1, description="position_reconciliation interval, minutes"
     )
     trading_cycle_every_min: int = Field(5, ge=1, description="trading_cycle interval, minutes")
-    maintenance_at: time = Field(time(2, 0), description="nightly maintenance, market time")
+    maintenance_at: time = Field(
+        time(17, 15),
+        description="nightly maintenance, market time: inside the daily CME break (no collector "
+        "writes) and clear of the 01:00-03:00 DST gap/repeat",
+    )
     variance_analysis_at: time = Field(
         time(18, 30), description="nightly variance analysis, market time"
     )

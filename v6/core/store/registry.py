@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from v6.core.store.schemas import market
+from v6.core.store.schemas import market, risk
 from v6.core.store.spec import TableSpec
 
-_MODULES = (market,)
+_MODULES = (market, risk)
 
 
 def _build() -> dict[str, TableSpec]:

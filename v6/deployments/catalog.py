@@ -1,0 +1,64 @@
+"""Every V6 flow as a deployment: where it lives, when it runs, how many at once.
+
+One table, so `v6 serve`, `v6 run`, `v6 status` and prefect.yaml agree on names.
+Flows are imported lazily: the CLI starts fast and a broken flow module only breaks
+the commands that need it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from prefect import Flow
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.deployments.runner import RunnerDeployment
+
+from v6.core.config import Settings
+from v6.deployments.schedules import Cadence, schedules_for
+
+
+@dataclass(frozen=True)
+class FlowEntry:
+    name: str  # flow name == deployment name
+    target: str  # "module:attribute"
+    cadence: Cadence
+    one_at_a_time: bool
+    description: str
+
+    def load(self) -> Flow:  # type: ignore[type-arg]
+        module, attr = self.target.split(":")
+        flow = getattr(importlib.import_module(module), attr)
+        if not isinstance(flow, Flow):
+            raise TypeError(f"{self.target} is not a Prefect flow")
+        return flow
+
+
+CATALOG: tuple[FlowEntry, ...] = ()
+
+
+def entry(name: str) -> FlowEntry:
+    for item in CATALOG:
+        if item.name == name:
+            return item
+    known = ", ".join(e.name for e in CATALOG)
+    raise KeyError(f"unknown flow '{name}'; known flows: {known}")
+
+
+def deployment_for(item: FlowEntry, settings: Settings) -> RunnerDeployment:
+    limit = (
+        ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
+        if item.one_at_a_time
+        else None
+    )
+    return item.load().to_deployment(
+        name=item.name,
+        schedules=schedules_for(item.cadence, settings.schedules),
+        concurrency_limit=limit,
+        description=item.description,
+        tags=["v6", item.cadence.value],
+    )
+
+
+def build_deployments(settings: Settings) -> list[RunnerDeployment]:
+    return [deployment_for(item, settings) for item in CATALOG]
