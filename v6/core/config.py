@@ -12,7 +12,7 @@ import difflib
 import os
 from collections.abc import Mapping
 from contextvars import ContextVar
-from datetime import time
+from datetime import date, time
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -86,6 +86,12 @@ class BrokerSettings(_Section):
     )
     market_data_lines: int = Field(
         100, ge=1, description="IB market-data line budget for the account"
+    )
+    market_data_snapshot_reserve: int = Field(
+        10, ge=0, description="lines kept free of streams so snapshots can run"
+    )
+    market_data_regrow_cycles: int = Field(
+        12, ge=1, description="clean cycles after an IB 101 before the line cap grows by one"
     )
 
     @model_validator(mode="after")
@@ -204,6 +210,72 @@ class StrategySettings(_Section):
     reprice_steps: int = Field(4, ge=0, description="limit reprices from mid toward natural")
     fill_timeout_s: float = Field(30.0, gt=0, description="cancel an unfilled entry after this")
     partial_fill_policy: Literal["complete", "unwind"] = "complete"
+    # -- entry pipeline: skew lean, scoring, execution (v6/core/strategy, v6/core/execution) --
+    skew_neutral: float = Field(
+        0.15,
+        description="normalised put skew ((IV 25d put - IV 25d call) / ATM IV) that counts as "
+        "ordinary: no lean",
+    )
+    skew_full_lean: float = Field(
+        0.20, gt=0, description="skew beyond skew_neutral that gives the full delta shift"
+    )
+    score_weights: dict[str, float] = Field(
+        {"credit_to_width": 0.30, "prob_profit": 0.30, "iv_rank": 0.15, "regime": 0.15,
+         "lead": 0.10},
+        description="weights of the candidate score components (normalised to sum to 1)",
+    )  # fmt: skip
+    credit_to_width_full: float = Field(
+        0.50, gt=0, le=1, description="credit/width at which that score component is 1"
+    )
+    regime_fit: dict[str, dict[str, float]] = Field(
+        {
+            "iron_condor": {"range_bound": 1.0, "normal": 0.8, "low_vol": 0.6, "high_vol": 0.5,
+                            "trending": 0.3, "crash": 0.0, "unknown": 0.5},
+            "bull_put_spread": {"range_bound": 0.6, "normal": 0.7, "low_vol": 0.5,
+                                "high_vol": 0.5, "trending": 0.6, "crash": 0.0, "unknown": 0.5},
+            "bear_call_spread": {"range_bound": 0.6, "normal": 0.6, "low_vol": 0.4,
+                                 "high_vol": 0.6, "trending": 0.5, "crash": 0.0, "unknown": 0.5},
+        },
+        description="0..1 fit of each structure to each regime; 0 vetoes the entry",
+    )  # fmt: skip
+    lead_fit: dict[str, dict[str, float]] = Field(
+        {
+            "iron_condor": {"up": 0.5, "down": 0.5, "neutral": 1.0, "unknown": 0.5},
+            "bull_put_spread": {"up": 1.0, "down": 0.0, "neutral": 0.6, "unknown": 0.5},
+            "bear_call_spread": {"up": 0.0, "down": 1.0, "neutral": 0.6, "unknown": 0.5},
+        },
+        description="0..1 fit of each structure to the futures leading signal's direction",
+    )  # fmt: skip
+    lead_max_age_min: float = Field(
+        30.0, gt=0, description="a leading signal older than this counts as unknown, minutes"
+    )
+    min_score: float = Field(0.35, ge=0, description="candidates scoring below this are skipped")
+    entries_per_underlying: int = Field(
+        1, ge=0, description="new strategies per underlying per cycle"
+    )
+    chain_strike_band_pct: float = Field(
+        15.0, gt=0, description="strikes within this % of spot are quoted for a chain snapshot"
+    )
+    fill_poll_s: float = Field(1.0, gt=0, description="order-status poll interval, seconds")
+
+    @model_validator(mode="after")
+    def _scoring(self) -> Self:
+        known = {"credit_to_width", "prob_profit", "iv_rank", "regime", "lead"}
+        bad = sorted(set(self.score_weights) - known)
+        if (
+            bad
+            or any(v < 0 for v in self.score_weights.values())
+            or not any(v > 0 for v in self.score_weights.values())
+        ):
+            raise ValueError(
+                f"strategies.score_weights {self.score_weights} must use only {sorted(known)} "
+                f"with weights >= 0 and at least one > 0 (unknown: {bad})"
+            )
+        for name, table in (("regime_fit", self.regime_fit), ("lead_fit", self.lead_fit)):
+            out = {f"{s}.{k}": v for s, t in table.items() for k, v in t.items() if not 0 <= v <= 1}
+            if out:
+                raise ValueError(f"strategies.{name} values must lie in [0, 1], got {out}")
+        return self
 
     @model_validator(mode="after")
     def _ranges(self) -> Self:
@@ -348,6 +420,22 @@ class AnalysisSettings(_Section):
     )
 
 
+class ReconciliationSettings(_Section):
+    """How the book is compared with the broker (position_reconciliation)."""
+
+    avg_price_tolerance: float = Field(
+        0.01, ge=0, description="average prices closer than this per unit agree, USD"
+    )
+    avg_price_tolerance_rel: float = Field(
+        1e-4, ge=0, description="... or closer than this fraction of the broker's average"
+    )
+    executions_overlap_min: int = Field(
+        60, ge=0, description="re-read executions this far before the last run (dedup is free)"
+    )
+    fetch_retries: int = Field(3, ge=0, description="retries of the read-only broker fetch")
+    fetch_backoff_s: float = Field(2.0, gt=0, description="first fetch retry delay; doubles")
+
+
 class SimSettings(_Section):
     seed: int = 7
     start: str = Field("2026-03-02", description="first simulated session (YYYY-MM-DD)")
@@ -355,6 +443,24 @@ class SimSettings(_Section):
     slippage_ticks: int = Field(0, ge=0)
     commission_per_contract: float = Field(0.65, ge=0)
     net_liquidation: float = Field(100_000.0, gt=0, description="starting cash, USD")
+    default_regime: Literal["random", "calm", "trending", "high_vol", "crash"] = Field(
+        "random", description="regime of days not scripted below; random = seeded mix"
+    )
+    regimes: dict[str, Literal["calm", "trending", "high_vol", "crash"]] = Field(
+        default_factory=dict, description="scripted regime per session, {'2026-03-10': 'crash'}"
+    )
+
+    @field_validator("regimes")
+    @classmethod
+    def _regime_dates(cls, v: dict[str, str]) -> dict[str, str]:
+        for key in v:
+            try:
+                date.fromisoformat(key)
+            except ValueError:
+                raise ValueError(
+                    f"sim.regimes key {key!r} is not a date; write it as YYYY-MM-DD"
+                ) from None
+        return v
 
 
 class Settings(BaseSettings):
@@ -376,6 +482,7 @@ class Settings(BaseSettings):
     limits: LimitSettings = LimitSettings()
     breaker: BreakerSettings = BreakerSettings()
     analysis: AnalysisSettings = AnalysisSettings()
+    reconciliation: ReconciliationSettings = ReconciliationSettings()
     sim: SimSettings = SimSettings()
 
     @classmethod

@@ -34,7 +34,15 @@ class FlowEntry:
         return flow
 
 
-CATALOG: tuple[FlowEntry, ...] = ()
+CATALOG: tuple[FlowEntry, ...] = (
+    FlowEntry(
+        name="variance_analysis",
+        target="v6.flows.variance_analysis:variance_analysis",
+        cadence=Cadence.NIGHTLY_ANALYSIS,
+        one_at_a_time=True,
+        description="Nightly: is live trading still behaving like the backtest said it would?",
+    ),
+)
 
 
 def entry(name: str) -> FlowEntry:

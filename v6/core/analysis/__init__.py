@@ -1,0 +1,1 @@
+"""Analyses over stored data: futures/underlying lead-lag, historical-vs-live variance."""
