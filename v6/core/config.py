@@ -212,9 +212,9 @@ class StrategySettings(_Section):
     partial_fill_policy: Literal["complete", "unwind"] = "complete"
     # -- entry pipeline: skew lean, scoring, execution (v6/core/strategy, v6/core/execution) --
     skew_neutral: float = Field(
-        0.15,
+        0.30,
         description="normalised put skew ((IV 25d put - IV 25d call) / ATM IV) that counts as "
-        "ordinary: no lean",
+        "ordinary (a calm equity index: ~0.3): no lean",
     )
     skew_full_lean: float = Field(
         0.20, gt=0, description="skew beyond skew_neutral that gives the full delta shift"

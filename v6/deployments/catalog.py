@@ -42,6 +42,13 @@ CATALOG: tuple[FlowEntry, ...] = (
         one_at_a_time=True,
         description="Nightly: is live trading still behaving like the backtest said it would?",
     ),
+    FlowEntry(
+        name="circuit_breaker_reset",
+        target="v6.flows.circuit_breaker_reset:circuit_breaker_reset",
+        cadence=Cadence.AD_HOC,
+        one_at_a_time=True,
+        description="Ad hoc, audited: reset (or trip) the circuit breaker with a reason.",
+    ),
 )
 
 
