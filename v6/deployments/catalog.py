@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from prefect import Flow
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.deployments.runner import RunnerDeployment
+from prefect.types.entrypoint import EntrypointType
 
 from v6.core.config import Settings
 from v6.deployments.schedules import Cadence, schedules_for
@@ -35,6 +36,20 @@ class FlowEntry:
 
 
 CATALOG: tuple[FlowEntry, ...] = (
+    FlowEntry(
+        name="futures_collection",
+        target="v6.flows.futures_collection:futures_collection",
+        cadence=Cadence.FUTURES_SESSION,
+        one_at_a_time=True,
+        description="ES/NQ/RTY bars and quotes every minute of the Globex session; heals gaps.",
+    ),
+    FlowEntry(
+        name="maintenance",
+        target="v6.flows.maintenance:maintenance",
+        cadence=Cadence.NIGHTLY_MAINTENANCE,
+        one_at_a_time=True,
+        description="Nightly Delta compaction, checkpoint and vacuum within the retention.",
+    ),
     FlowEntry(
         name="variance_analysis",
         target="v6.flows.variance_analysis:variance_analysis",
@@ -72,6 +87,9 @@ def deployment_for(item: FlowEntry, settings: Settings) -> RunnerDeployment:
         concurrency_limit=limit,
         description=item.description,
         tags=["v6", item.cadence.value],
+        # "package.module.flow", not a path relative to the cwd: runs load the installed
+        # package wherever `v6 serve` (or a worker) was started.
+        entrypoint_type=EntrypointType.MODULE_PATH,
     )
 
 

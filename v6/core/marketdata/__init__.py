@@ -1,0 +1,1 @@
+"""Market-data collection: futures contract rolls, bar quality checks, collection steps."""

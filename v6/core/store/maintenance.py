@@ -1,0 +1,271 @@
+"""Nightly Delta maintenance: compact, vacuum, checkpoint, expire old log files.
+
+Every collection run commits small files (one per partition touched); after a day
+the futures tables hold thousands, and each read opens all of them. Compaction
+rewrites closed partitions into few large files. Vacuum then deletes files no version
+inside the retention window needs, so time travel keeps working for
+`StorageSettings.vacuum_retention_hours` (default 168 h = one week) and no longer.
+A checkpoint last keeps opening the table cheap however many commits it has.
+
+Only partitions before `closed_before` (today, in the flow) are compacted: the open
+partition is still being merged into every minute and compacting it would race the
+collector for no lasting gain.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+from deltalake import DeltaTable
+from deltalake.exceptions import CommitFailedError
+
+from v6.core.store.delta import DeltaStore, TableStats
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MaintenanceResult:
+    """Before/after figures of one table. `files`/`bytes` count the live table version;
+    `disk_*` count every data file on disk (what vacuum frees), local tables only."""
+
+    table: str
+    version_before: int
+    version_after: int
+    files_before: int
+    files_after: int
+    bytes_before: int
+    bytes_after: int
+    disk_files_before: int | None
+    disk_files_after: int | None
+    disk_bytes_before: int | None
+    disk_bytes_after: int | None
+    files_compacted: int
+    files_written: int
+    files_vacuumed: int
+    seconds: float
+    error: str | None = None
+
+
+RESULT_SCHEMA = pl.Schema(
+    {
+        "table": pl.String(),
+        "version_before": pl.Int64(),
+        "version_after": pl.Int64(),
+        "files_before": pl.Int64(),
+        "files_after": pl.Int64(),
+        "bytes_before": pl.Int64(),
+        "bytes_after": pl.Int64(),
+        "disk_files_before": pl.Int64(),
+        "disk_files_after": pl.Int64(),
+        "disk_bytes_before": pl.Int64(),
+        "disk_bytes_after": pl.Int64(),
+        "files_compacted": pl.Int64(),
+        "files_written": pl.Int64(),
+        "files_vacuumed": pl.Int64(),
+        "seconds": pl.Float64(),
+        "error": pl.String(),
+    }
+)
+
+
+def disk_usage(store: DeltaStore, name: str) -> tuple[int, int] | None:
+    """(data files, bytes) under a local table's directory, ignoring the log; None if remote."""
+    if "://" in store.root:
+        return None
+    root = Path(store.uri(name))
+    if not root.exists():
+        return (0, 0)
+    files = [p for p in root.rglob("*.parquet") if "_delta_log" not in p.parts]
+    return len(files), sum(p.stat().st_size for p in files)
+
+
+def _open(store: DeltaStore, name: str) -> DeltaTable:
+    return DeltaTable(store.uri(name), storage_options=store.storage_options or None)
+
+
+def maintain_table(
+    store: DeltaStore,
+    name: str,
+    *,
+    retention_hours: int,
+    closed_before: date | None = None,
+    enforce_retention: bool = True,
+    target_size: int | None = None,
+) -> MaintenanceResult:
+    """Compact (closed partitions only when `closed_before` is given), vacuum beyond the
+    retention, checkpoint and expire log entries, measuring before and after.
+
+    `enforce_retention=False` lets the configured retention go below the table's own
+    (Delta's default 168 h): the config is the authority; the flow passes it explicitly.
+    """
+    t0 = time.perf_counter()
+    before = store.stats(name)
+    disk_before = disk_usage(store, name)
+    if before.version < 0:
+        return _result(
+            name,
+            before.version,
+            before,
+            before,
+            disk_before,
+            disk_before,
+            0,
+            0,
+            0,
+            time.perf_counter() - t0,
+        )
+    spec = store.spec(name)
+    filters = None
+    if closed_before is not None and spec.partition_by == ("date",):
+        filters = [("date", "<", closed_before.isoformat())]
+    compacted = written = 0
+    for attempt in range(store.commit_retries + 1):
+        try:
+            metrics = _open(store, name).optimize.compact(
+                partition_filters=filters, target_size=target_size
+            )
+            compacted, written = int(metrics["numFilesRemoved"]), int(metrics["numFilesAdded"])
+            break
+        except CommitFailedError:
+            if attempt == store.commit_retries:
+                raise
+            log.warning("%s: compaction conflicted with a writer; retrying", name)
+            time.sleep(store.commit_backoff_s * 2**attempt)
+    table = _open(store, name)
+    disk_pre_vacuum = disk_usage(store, name)
+    listed = table.vacuum(
+        retention_hours=retention_hours,
+        enforce_retention_duration=enforce_retention,
+        dry_run=False,
+    )
+    table = _open(store, name)
+    table.create_checkpoint()
+    table.cleanup_metadata()
+    after = store.stats(name)
+    disk_after = disk_usage(store, name)
+    # vacuum lists every expired tombstone, also ones already deleted by an earlier run;
+    # on local disk count what really went away.
+    vacuumed = (
+        disk_pre_vacuum[0] - disk_after[0]
+        if disk_pre_vacuum is not None and disk_after is not None
+        else len(listed)
+    )
+    result = _result(
+        name,
+        before.version,
+        before,
+        after,
+        disk_before,
+        disk_after,
+        compacted,
+        written,
+        vacuumed,
+        time.perf_counter() - t0,
+    )
+    log.info(
+        "%s: files %d -> %d, bytes %d -> %d, on disk %s -> %s (compacted %d into %d, vacuumed "
+        "%d, retention %d h) in %.2fs",
+        name,
+        result.files_before,
+        result.files_after,
+        result.bytes_before,
+        result.bytes_after,
+        disk_before,
+        disk_after,
+        compacted,
+        written,
+        vacuumed,
+        retention_hours,
+        result.seconds,
+    )
+    return result
+
+
+def _result(
+    name: str,
+    version_before: int,
+    before: TableStats,
+    after: TableStats,
+    disk_before: tuple[int, int] | None,
+    disk_after: tuple[int, int] | None,
+    compacted: int,
+    written: int,
+    vacuumed: int,
+    seconds: float,
+    error: str | None = None,
+) -> MaintenanceResult:
+    return MaintenanceResult(
+        table=name,
+        version_before=version_before,
+        version_after=after.version,
+        files_before=before.files,
+        files_after=after.files,
+        bytes_before=before.size_bytes,
+        bytes_after=after.size_bytes,
+        disk_files_before=disk_before[0] if disk_before else None,
+        disk_files_after=disk_after[0] if disk_after else None,
+        disk_bytes_before=disk_before[1] if disk_before else None,
+        disk_bytes_after=disk_after[1] if disk_after else None,
+        files_compacted=compacted,
+        files_written=written,
+        files_vacuumed=vacuumed,
+        seconds=round(seconds, 4),
+        error=error,
+    )
+
+
+def maintain(
+    store: DeltaStore,
+    tables: Sequence[str] | None = None,
+    *,
+    retention_hours: int,
+    closed_before: date | None = None,
+    enforce_retention: bool = True,
+) -> pl.DataFrame:
+    """Maintain every existing table (or `tables`); one row per table, errors recorded
+    per table so one broken table does not stop the others."""
+    names = list(tables) if tables is not None else sorted(store.registry)
+    rows: list[MaintenanceResult] = []
+    for name in names:
+        if not store.exists(name):
+            continue
+        try:
+            rows.append(
+                maintain_table(
+                    store,
+                    name,
+                    retention_hours=retention_hours,
+                    closed_before=closed_before,
+                    enforce_retention=enforce_retention,
+                )
+            )
+        except Exception as exc:  # recorded and reported; the flow decides the final state
+            log.exception("maintenance of %s failed", name)
+            stats = store.stats(name)
+            rows.append(
+                _result(
+                    name,
+                    stats.version,
+                    stats,
+                    stats,
+                    None,
+                    None,
+                    0,
+                    0,
+                    0,
+                    0.0,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+            )
+    return results_frame(rows)
+
+
+def results_frame(rows: Sequence[MaintenanceResult]) -> pl.DataFrame:
+    return pl.DataFrame([asdict(r) for r in rows], schema=RESULT_SCHEMA)
