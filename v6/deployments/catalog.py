@@ -27,7 +27,7 @@ class FlowEntry:
     one_at_a_time: bool
     description: str
 
-    def load(self) -> Flow:  # type: ignore[type-arg]
+    def load(self) -> Flow:
         module, attr = self.target.split(":")
         flow = getattr(importlib.import_module(module), attr)
         if not isinstance(flow, Flow):
@@ -42,6 +42,13 @@ CATALOG: tuple[FlowEntry, ...] = (
         cadence=Cadence.FUTURES_SESSION,
         one_at_a_time=True,
         description="ES/NQ/RTY bars and quotes every minute of the Globex session; heals gaps.",
+    ),
+    FlowEntry(
+        name="position_reconciliation",
+        target="v6.flows.position_reconciliation:position_reconciliation",
+        cadence=Cadence.REGULAR_HOURS_RECONCILE,
+        one_at_a_time=True,
+        description="Every 5 minutes in market hours: the book must agree with the broker.",
     ),
     FlowEntry(
         name="maintenance",
@@ -81,7 +88,7 @@ def deployment_for(item: FlowEntry, settings: Settings) -> RunnerDeployment:
         if item.one_at_a_time
         else None
     )
-    return item.load().to_deployment(
+    deployment = item.load().to_deployment(
         name=item.name,
         schedules=schedules_for(item.cadence, settings.schedules),
         concurrency_limit=limit,
@@ -91,6 +98,10 @@ def deployment_for(item: FlowEntry, settings: Settings) -> RunnerDeployment:
         # package wherever `v6 serve` (or a worker) was started.
         entrypoint_type=EntrypointType.MODULE_PATH,
     )
+    # to_deployment is sync-compatible: called from sync code it returns the object itself.
+    if not isinstance(deployment, RunnerDeployment):
+        raise TypeError("deployment_for must be called from synchronous code")
+    return deployment
 
 
 def build_deployments(settings: Settings) -> list[RunnerDeployment]:

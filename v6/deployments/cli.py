@@ -15,10 +15,12 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from v6.core.config import ConfigError, Settings, load_settings
 from v6.core.store import DeltaStore, StoreError
+from v6.deployments.errors import UserError
 
 app = typer.Typer(
     name="v6",
@@ -29,6 +31,10 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Inspect and validate the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+breaker_app = typer.Typer(
+    help="Show, trip or reset the circuit breaker (durable, audited).", no_args_is_help=True
+)
+app.add_typer(breaker_app, name="breaker")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -39,10 +45,6 @@ ConfigOption = Annotated[
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-class UserError(Exception):
-    """A problem the user can fix; printed as one line plus the fix."""
 
 
 def _settings(config: Path | None) -> Settings:
@@ -94,6 +96,142 @@ def demo(config: ConfigOption = None) -> None:
     run_demo(_settings(config), console)
 
 
+@app.command("serve")
+def serve(config: ConfigOption = None) -> None:
+    """Serve every flow as a scheduled deployment against a running Prefect server."""
+    from v6.deployments.serve import serve_all
+
+    serve_all(_settings(config), console)
+
+
+@app.command("run")
+def run(
+    flow: Annotated[str, typer.Argument(help="catalog flow name, e.g. variance_analysis")],
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", help="KEY=VALUE (JSON when it parses); repeatable"),
+    ] = None,
+    deployment: Annotated[
+        bool,
+        typer.Option(
+            "--deployment", help="trigger the served deployment FLOW/FLOW instead of in-process"
+        ),
+    ] = False,
+    timeout: Annotated[
+        float | None,
+        typer.Option(help="with --deployment: stop following after this many seconds"),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run one flow now, ad hoc; exit 0 if it ends Completed, 1 otherwise."""
+    from v6.deployments.runs import find_entry, parse_params, run_local, run_on_server
+
+    item = find_entry(flow)
+    params = parse_params(item, item.load(), param or [])
+    if deployment:
+        result = run_on_server(item, params, console, timeout_s=timeout)
+    else:
+        result = run_local(item, params, _settings(config))
+    if result.data is not None:
+        console.print_json(json.dumps(result.data, default=str))
+    style = "green" if result.exit_code == 0 else "red"
+    console.print(f"[{style}]{result.line()}[/{style}]", soft_wrap=True, markup=True)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command("deploy-config")
+def deploy_config(config: ConfigOption = None) -> None:
+    """Print prefect.yaml (process work pool `v6-process`) for workers on other machines."""
+    from v6.deployments.deploy_config import render_prefect_yaml
+
+    typer.echo(render_prefect_yaml(_settings(config)), nl=False)
+
+
+@app.command("gateway-sim")
+def gateway_sim(
+    port: Annotated[int, typer.Option(help="TCP port (4002 = IB paper gateway; 0 = any)")] = 4002,
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    speed: Annotated[float, typer.Option(help="simulated seconds per wall second")] = 1.0,
+    config: ConfigOption = None,
+) -> None:
+    """Run the IB gateway simulator (TWS socket protocol over the market simulator)."""
+    import asyncio
+
+    from v6.core.sim.gateway import GatewayServer, run_gateway
+
+    settings = _settings(config)
+
+    def ready(server: GatewayServer) -> None:
+        console.print(
+            f"gateway simulator listening on {host}:{server.port} "
+            f"(clock {server.now:%Y-%m-%d %H:%M}Z, x{speed:g}); connect with "
+            f'broker.kind = "ib", broker.port = {server.port}. Ctrl-C stops it.',
+            soft_wrap=True,
+        )
+
+    try:
+        asyncio.run(run_gateway(host, port, settings, speed=speed, on_ready=ready))
+    except KeyboardInterrupt:
+        console.print("gateway simulator stopped")
+    except OSError as exc:
+        raise UserError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}); "
+            "pick a free port with --port or stop what is using it"
+        ) from None
+    except ValueError as exc:
+        raise UserError(f"gateway-sim: {exc}") from None
+
+
+ReasonOption = Annotated[str | None, typer.Option("--reason", "-r", help="why (required; audited)")]
+ActorOption = Annotated[str | None, typer.Option("--actor", help="who (default: $USER)")]
+
+
+@breaker_app.command("status")
+def breaker_status(config: ConfigOption = None) -> None:
+    """Breaker state, since when, why, and its recent transitions."""
+    from v6.deployments.status import print_breaker_status
+
+    print_breaker_status(_settings(config), console)
+
+
+@breaker_app.command("trip")
+def breaker_trip(
+    reason: ReasonOption = None, actor: ActorOption = None, config: ConfigOption = None
+) -> None:
+    """Open the breaker now: no new entries until it is reset or a probe closes it."""
+    from v6.deployments.status import breaker_change
+
+    t = breaker_change(_settings(config), "trip", reason, actor)
+    console.print(
+        f"breaker {t.from_state.value} -> [bold red]{t.to_state.value}[/bold red] "
+        f"by {t.actor}: {t.reason}",
+        soft_wrap=True,
+    )
+
+
+@breaker_app.command("reset")
+def breaker_reset(
+    reason: ReasonOption = None, actor: ActorOption = None, config: ConfigOption = None
+) -> None:
+    """Close the breaker now (trip counts start afresh)."""
+    from v6.deployments.status import breaker_change
+
+    t = breaker_change(_settings(config), "reset", reason, actor)
+    console.print(
+        f"breaker {t.from_state.value} -> [green]{t.to_state.value}[/green] "
+        f"by {t.actor}: {t.reason}",
+        soft_wrap=True,
+    )
+
+
+@app.command("status")
+def status(config: ConfigOption = None) -> None:
+    """Positions, P&L, breaker state and the last run of each flow."""
+    from v6.deployments.status import print_status
+
+    print_status(_settings(config), console)
+
+
 def _human_bytes(n: int) -> str:
     size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -108,13 +246,13 @@ def main() -> None:
     try:
         app()
     except ConfigError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        err_console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         err_console.print(
             "fix: edit the file (see v6.example.toml) or the V6_* variable named above"
         )
         sys.exit(2)
     except (StoreError, UserError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         sys.exit(2)
 
 

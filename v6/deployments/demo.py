@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Mapping
 
 from rich.console import Console
 from rich.progress import Progress
 
 from v6.core.config import Settings
-from v6.core.store import DeltaStore
+from v6.core.store import DeltaStore, TableSpec
 
 
 def run_demo(settings: Settings, console: Console) -> None:
@@ -39,7 +40,7 @@ def run_demo(settings: Settings, console: Console) -> None:
     console.print("Next: `v6 tables` lists the tables; `v6 config check` shows every setting.")
 
 
-def self_check(registry: dict, console: Console) -> int:  # type: ignore[type-arg]
+def self_check(registry: Mapping[str, TableSpec], console: Console) -> int:
     """Write each table's example record to a scratch store and read it back unchanged.
 
     A scratch root keeps demo records out of the real book."""

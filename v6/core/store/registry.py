@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from v6.core.store.schemas import analysis, market, risk
+from v6.core.store.schemas import analysis, book, market, risk
 from v6.core.store.spec import TableSpec
 
-_MODULES = (market, risk, analysis)
+_MODULES = (market, risk, analysis, book)
 
 
 def _build() -> dict[str, TableSpec]:
