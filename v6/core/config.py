@@ -122,6 +122,9 @@ class StorageSettings(_Section):
     vacuum_retention_hours: int = Field(
         168, ge=0, description="Time-travel window kept by vacuum, hours"
     )
+    checkpoint_interval: int = Field(
+        100, ge=1, description="Commits between Delta checkpoints (set on tables V6 creates)"
+    )
 
     @property
     def is_remote(self) -> bool:

@@ -17,6 +17,7 @@ from v6.tasks.analysis import (
     analyse_variance,
     load_variance_inputs,
     publish_variance_artifacts,
+    record_closed_trades_task,
     store_variance_results,
     update_strategy_weights,
     write_variance_report,
@@ -30,6 +31,7 @@ async def variance_analysis(
     """`as_of` defaults to the runtime clock's now; `hist_run_id` to the latest backtest run."""
     rt = current_runtime()
     as_of = as_of or rt.clock.now()
+    new_trades = await record_closed_trades_task()
     inputs = await load_variance_inputs(as_of, hist_run_id)
     report = await analyse_variance(inputs, as_of, seed)
     written = await store_variance_results(report)
@@ -39,6 +41,7 @@ async def variance_analysis(
     return {
         **report.headline(),
         "config_hash": report.config_hash,
+        "new_live_trades": new_trades,
         "results_written": written,
         "weights": dict(
             zip(

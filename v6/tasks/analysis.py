@@ -26,10 +26,19 @@ from v6.core.analysis.variance_store import (
     save_weights,
 )
 from v6.core.analysis.weights import update_weights
+from v6.core.book.trades import record_closed_trades
 from v6.core.runtime import current_runtime
 
 SUMMARY_KEY = "variance-summary"
 TESTS_KEY = "variance-tests"
+
+
+@task(name="record-closed-trades", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+async def record_closed_trades_task() -> int:
+    """Bring the live side up to date: every closed V6 strategy becomes a `trades` row."""
+    new = record_closed_trades(current_runtime().store)
+    get_run_logger().info("closed trades recorded: %d new", new)
+    return new
 
 
 @task(name="load-variance-inputs", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
