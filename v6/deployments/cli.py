@@ -89,11 +89,14 @@ def tables(config: ConfigOption = None) -> None:
 
 
 @app.command("demo")
-def demo(config: ConfigOption = None) -> None:
-    """Run V6 end to end on the embedded defaults (simulated broker, local tables)."""
+def demo(
+    config: ConfigOption = None,
+    days: Annotated[int, typer.Option(min=1, max=20, help="simulated trading days")] = 3,
+) -> None:
+    """Run V6 end to end on the simulator: gateway, every flow, breaker trip and recovery."""
     from v6.deployments.demo import run_demo
 
-    run_demo(_settings(config), console)
+    run_demo(_settings(config), console, days=days)
 
 
 @app.command("serve")
