@@ -195,6 +195,36 @@ async def test_historical_bars(world: World) -> None:
     assert bad.value.kind is ErrorClass.DATA
 
 
+async def test_implied_volatility_bars(world: World) -> None:
+    """OPTION_IMPLIED_VOLATILITY: the same daily and minute IV bars from both brokers,
+    equal to the exchange's; MIDPOINT too; a bad `what` is a ValueError before any I/O."""
+    spy = Contract.stock("SPY")
+    end = world.clock.now()
+    for size, duration in (("1 day", timedelta(days=90)), ("1 min", timedelta(minutes=20))):
+        got = await world.broker.historical_bars(
+            spy, end=end, duration=duration, bar_size=size, what="OPTION_IMPLIED_VOLATILITY"
+        )
+        want = world.exchange.bars(
+            spy, end=end, duration=duration, bar_size=size, what="OPTION_IMPLIED_VOLATILITY"
+        )
+        assert got == want and len(got) > 10
+        assert all(0.0 < b.close < 3.0 and b.time.tzinfo is not None for b in got)
+    mid = await world.broker.historical_bars(
+        spy, end=end, duration=timedelta(minutes=10), what="MIDPOINT"
+    )
+    assert mid == world.exchange.bars(spy, end=end, duration=timedelta(minutes=10))
+    with pytest.raises(ValueError, match="what='BID_ASK'"):
+        await world.broker.historical_bars(
+            spy, end=end, duration=timedelta(minutes=5), what="BID_ASK"
+        )
+    with pytest.raises(BrokerError) as bad:  # an index has no options, hence no IV
+        await world.broker.historical_bars(
+            Contract.index("VIX"), end=end, duration=timedelta(days=5), bar_size="1 day",
+            what="OPTION_IMPLIED_VOLATILITY",
+        )  # fmt: skip
+    assert bad.value.kind is ErrorClass.DATA
+
+
 # --------------------------------------------------------------------------- orders
 async def test_place_fill_cancel(world: World) -> None:
     ex, b = world.exchange, world.broker

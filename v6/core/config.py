@@ -421,6 +421,15 @@ class AnalysisSettings(_Section):
     lead_lag_min_corr: float = Field(
         0.10, ge=0, le=1, description="below this best-lag correlation a lead signal is neutral"
     )
+    iv_history_days: int = Field(
+        260, ge=20, description="sessions of daily ATM IV behind IV rank/percentile (backfilled)"
+    )
+    iv_min_history_days: int = Field(
+        20, ge=2, description="fewer recorded IV days than this: IV rank/percentile unknown"
+    )
+    iv_max_age_days: int = Field(
+        5, ge=0, description="latest recorded IV older than this (calendar days): unknown"
+    )
 
 
 class ReconciliationSettings(_Section):
@@ -437,6 +446,20 @@ class ReconciliationSettings(_Section):
     )
     fetch_retries: int = Field(3, ge=0, description="retries of the read-only broker fetch")
     fetch_backoff_s: float = Field(2.0, gt=0, description="first fetch retry delay; doubles")
+
+
+class CycleSettings(_Section):
+    """The trading cycle (v6/core/cycle): retries of its read-only steps and its data windows."""
+
+    read_retries: int = Field(
+        2, ge=0, description="retries of a read-only cycle step (reconcile, market data, ...)"
+    )
+    retry_backoff_s: float = Field(
+        1.0, gt=0, description="first retry delay of a read-only step, seconds; doubles"
+    )
+    iv_percentile_lookback_days: int = Field(
+        365, ge=20, description="calendar days of volatility-index closes behind iv_percentile"
+    )
 
 
 class SimSettings(_Section):
@@ -486,6 +509,7 @@ class Settings(BaseSettings):
     breaker: BreakerSettings = BreakerSettings()
     analysis: AnalysisSettings = AnalysisSettings()
     reconciliation: ReconciliationSettings = ReconciliationSettings()
+    cycle: CycleSettings = CycleSettings()
     sim: SimSettings = SimSettings()
 
     @classmethod

@@ -44,6 +44,18 @@ class BrokerError(Exception):
         self.code = code
 
 
+HISTORICAL_WHAT: tuple[str, ...] = ("TRADES", "MIDPOINT", "OPTION_IMPLIED_VOLATILITY")
+
+
+def check_what(what: str) -> str:
+    """`what` (IB's whatToShow) if V6 supports it, else a ValueError naming the fix."""
+    if what not in HISTORICAL_WHAT:
+        raise ValueError(
+            f"historical_bars: what={what!r} is not supported; use one of {HISTORICAL_WHAT}"
+        )
+    return what
+
+
 @runtime_checkable
 class Broker(Protocol):
     """Async broker interface. Implementations never place an order twice for one `order_ref`."""
@@ -78,8 +90,28 @@ class Broker(Protocol):
         ...
 
     async def historical_bars(
-        self, contract: Contract, *, end: datetime, duration: timedelta, bar_size: str = "1 min"
-    ) -> list[Bar]: ...
+        self,
+        contract: Contract,
+        *,
+        end: datetime,
+        duration: timedelta,
+        bar_size: str = "1 min",
+        what: str = "TRADES",
+    ) -> list[Bar]:
+        """Completed bars in [end - duration, end), as IB's reqHistoricalData answers them.
+
+        `what` is IB's whatToShow (one of `HISTORICAL_WHAT`):
+        - "TRADES": traded prices (the value of an index). Options and combos have sparse
+          prints, so for them TRADES is served as MIDPOINT.
+        - "MIDPOINT": bid/ask midpoints (the simulator's MIDPOINT equals its TRADES: its
+          trades print at the mid).
+        - "OPTION_IMPLIED_VOLATILITY": for an optionable underlying, the 30-day ATM implied
+          vol (decimal, 0.18 = 18%) as OHLC; daily bars' close is the day's closing IV.
+        A daily bar from IB is stamped at midnight UTC of its session date; the simulator
+        stamps it at the session open (both carry the session date, see
+        `v6.core.marketdata.iv_history.session_dates`).
+        """
+        ...
 
     async def place_order(self, order: OrderRequest) -> OrderState:
         """Submit, or return the existing order when `order.order_ref` is already known."""

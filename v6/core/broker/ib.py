@@ -29,7 +29,7 @@ from ib_async import IB, ExecutionFilter, Fill, RequestError, StartupFetch, Tick
 from ib_async import Contract as IBContract
 
 from v6.core.broker import ib_convert as cv
-from v6.core.broker.base import BrokerError, ErrorClass
+from v6.core.broker.base import BrokerError, ErrorClass, check_what
 from v6.core.clock import Clock, SystemClock
 from v6.core.config import LIVE_PORTS, BrokerSettings
 from v6.core.domain import (
@@ -589,15 +589,21 @@ class IBBroker:
         return [cv.chain_from_ib(und.symbol, ch) for ch in chains]
 
     async def historical_bars(
-        self, contract: Contract, *, end: datetime, duration: timedelta, bar_size: str = "1 min"
+        self,
+        contract: Contract,
+        *,
+        end: datetime,
+        duration: timedelta,
+        bar_size: str = "1 min",
+        what: str = "TRADES",
     ) -> list[Bar]:
         if end.tzinfo is None:
             raise ValueError(f"end must be tz-aware UTC, got {end!r}")
+        check_what(what)
         await self._ready()
         c = await self._qualified(contract)
-        what = "MIDPOINT" if c.sec_type in (SecType.OPT, SecType.BAG) else "TRADES"
-        if c.sec_type is SecType.IND:
-            what = "TRADES"
+        if what == "TRADES" and c.sec_type in (SecType.OPT, SecType.BAG):
+            what = "MIDPOINT"  # option prints are sparse: the protocol serves TRADES as mids
         timeout = self.settings.request_timeout_s
         start = asyncio.get_running_loop().time()
         bars = await self._request(
@@ -607,7 +613,7 @@ class IBBroker:
                 end.astimezone(UTC),
                 cv.duration_str(duration),
                 bar_size,
-                what,
+                whatToShow=what,
                 useRTH=False,
                 formatDate=2,
                 timeout=timeout,

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from v6.core.broker.base import BrokerError, ErrorClass
+from v6.core.broker.base import BrokerError, ErrorClass, check_what
 from v6.core.clock import Clock
 from v6.core.config import Settings
 from v6.core.domain import (
@@ -141,11 +141,20 @@ class SimBroker:
         return out
 
     async def historical_bars(
-        self, contract: Contract, *, end: datetime, duration: timedelta, bar_size: str = "1 min"
+        self,
+        contract: Contract,
+        *,
+        end: datetime,
+        duration: timedelta,
+        bar_size: str = "1 min",
+        what: str = "TRADES",
     ) -> list[Bar]:
+        check_what(what)
         self._ready()
         try:
-            return self.exchange.bars(contract, end=end, duration=duration, bar_size=bar_size)
+            return self.exchange.bars(
+                contract, end=end, duration=duration, bar_size=bar_size, what=what
+            )
         except SimExchangeError as exc:
             raise BrokerError(str(exc), ErrorClass.DATA, code=exc.code) from exc
 

@@ -305,11 +305,18 @@ class SimExchange:
             return out
 
     def bars(
-        self, contract: Contract, *, end: datetime, duration: timedelta, bar_size: str = "1 min"
+        self,
+        contract: Contract,
+        *,
+        end: datetime,
+        duration: timedelta,
+        bar_size: str = "1 min",
+        what: str = "TRADES",
     ) -> list[Bar]:
+        """Historical bars (`MarketSimulator.bars`); `what` is IB's whatToShow."""
         c = self._resolve(contract)
         try:
-            return self.market.bars(c, end=end, duration=duration, bar_size=bar_size)
+            return self.market.bars(c, end=end, duration=duration, bar_size=bar_size, what=what)
         except ValueError as exc:
             raise SimExchangeError(f"historical data request invalid: {exc}", code=321) from exc
 

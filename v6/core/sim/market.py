@@ -54,6 +54,8 @@ from v6.core.sim.paths import DayPaths, DayState, PathModel, generate_day, initi
 from v6.core.sim.regimes import REGIME_SPECS, Regime, RegimeSchedule
 from v6.core.sim.volsurface import (
     OPTION_TICK,
+    TERM_DAYS,
+    atm_vol,
     moneyness_sd,
     option_half_spread,
     price_options,
@@ -71,6 +73,8 @@ FUTURES_LISTED: Final = 5
 OPTION_MULTIPLIER: Final = 100
 DEFAULT_LEADS: Final = {"SPY": "ES", "QQQ": "NQ", "IWM": "RTY"}
 _BAR_RE: Final = re.compile(r"^\s*(\d+)\s*(min|mins|hour|hours|day|days)\s*$")
+IMPLIED_VOL: Final = "OPTION_IMPLIED_VOLATILITY"
+WHAT_TO_SHOW: Final = ("TRADES", "MIDPOINT", IMPLIED_VOL)
 
 
 def parse_bar_size(bar_size: str) -> int:
@@ -803,20 +807,39 @@ class MarketSimulator:
 
     # ------------------------------------------------------------------ bars
     def bars(
-        self, contract: Contract, *, end: datetime, duration: timedelta, bar_size: str = "1 min"
+        self,
+        contract: Contract,
+        *,
+        end: datetime,
+        duration: timedelta,
+        bar_size: str = "1 min",
+        what: str = "TRADES",
     ) -> list[Bar]:
         """Completed bars whose start lies in [end - duration, min(end, now)).
 
         Intraday bars are aligned to UTC multiples of their size (ET hours align too);
         daily bars are one per session, timed at the session open. Futures bars cover the
         Globex session; everything else regular hours only.
+
+        `what` is IB's whatToShow. MIDPOINT equals TRADES here (simulated trades print at
+        the mid; option bars are mids either way). OPTION_IMPLIED_VOLATILITY, for an
+        underlying, gives its ATM 30-day implied vol from the same VIX-driven surface the
+        option quotes use, so a bar's close is the IV a 30-day at-the-forward option quotes
+        at the bar's end (the VIX as quoted, to the cent, times the underlying's IV beta).
         """
+        if what not in WHAT_TO_SHOW:
+            raise ValueError(f"whatToShow {what!r} is not supported; use one of {WHAT_TO_SHOW}")
         step = parse_bar_size(bar_size)
         if duration <= timedelta(0):
             raise ValueError(f"duration must be positive, got {duration}")
         c = self.resolve(contract)
         if c.sec_type is SecType.BAG:
             raise ValueError("historical bars for BAG contracts are not supported; ask per leg")
+        implied_vol = what == IMPLIED_VOL
+        if implied_vol and c.sec_type is not SecType.STK:
+            raise ValueError(
+                f"whatToShow {IMPLIED_VOL} needs an optionable underlying (STK), got {c.describe()}"
+            )
         end_ts = min(to_epoch(end), self._now(None))
         start_ts = to_epoch(end) - int(duration.total_seconds())
         if step == 0:  # daily bars cover whole sessions: widen to the first session's open
@@ -824,7 +847,7 @@ class MarketSimulator:
             i = int(np.searchsorted(closes, start_ts, side="right"))
             if i < len(opens):
                 start_ts = min(start_ts, int(opens[i]))
-        series = self._minute_series(c, start_ts, end_ts)
+        series = self._minute_series(c, start_ts, end_ts, implied_vol=implied_vol)
         if series is None or len(series.time) == 0:
             return []
         if step == 60:
@@ -882,7 +905,9 @@ class MarketSimulator:
         out: IntArray = arr[sessions]
         return out
 
-    def _minute_series(self, c: Contract, start_ts: int, end_ts: int) -> _Series | None:
+    def _minute_series(
+        self, c: Contract, start_ts: int, end_ts: int, *, implied_vol: bool = False
+    ) -> _Series | None:
         """Concatenate complete minute bars in [start_ts, end_ts) across sessions."""
         tab = self._tab
         if end_ts <= start_ts:
@@ -892,7 +917,7 @@ class MarketSimulator:
         parts = []
         for i in range(lo_i, hi_i):
             d = self._day(i)
-            part = self._session_bars(c, d, i)
+            part = self._iv_session_bars(c, d) if implied_vol else self._session_bars(c, d, i)
             if part is None:
                 continue
             t, o, h, lo, cl, v = part
@@ -944,6 +969,27 @@ class MarketSimulator:
         low = np.minimum(np.round(np.exp(np.minimum(logp[:-1], logp[1:]) - ext[1]) / tick) * tick,
                          np.minimum(o, cl))  # fmt: skip
         return t, np.round(o, 6), np.round(h, 6), np.round(low, 6), np.round(cl, 6), vol
+
+    def _iv_session_bars(
+        self, c: Contract, d: DayPaths
+    ) -> tuple[IntArray, FloatArray, FloatArray, FloatArray, FloatArray, IntArray]:
+        """Minute bars of an underlying's ATM 30-day IV over regular hours.
+
+        At 30 days the surface's ATM term structure is exactly VIX/100 x iv_beta
+        (`volsurface.atm_vol`), and at the forward the SSVI smile adds nothing, so each
+        grid point's value is what `_option_quotes` would price a 30-day ATM option at."""
+        j = self._u_index[c.symbol]
+        lo, hi = d.rth_lo, d.rth_hi
+        vix = np.asarray(np.round(np.exp(d.vix_log[lo : hi + 1]), 2), dtype=np.float64)
+        iv = np.asarray(
+            atm_vol(
+                np.full(hi - lo + 1, TERM_DAYS / 365.0), vix, np.full(hi - lo + 1, self._u_ivb[j])
+            ),
+            dtype=np.float64,
+        )
+        o, cl = iv[:-1], iv[1:]
+        times = d.t0 + 60 * np.arange(lo, hi, dtype=np.int64)
+        return times, o, np.maximum(o, cl), np.minimum(o, cl), cl, np.zeros(hi - lo, dtype=np.int64)
 
     def _option_session_bars(
         self, c: Contract, d: DayPaths, i: int

@@ -107,7 +107,13 @@ class ExchangeLike(Protocol):
     def quote(self, contract: Contract) -> Quote: ...
     def quotes(self, contracts: Sequence[Contract]) -> list[Quote]: ...
     def bars(
-        self, contract: Contract, *, end: datetime, duration: timedelta, bar_size: str = "1 min"
+        self,
+        contract: Contract,
+        *,
+        end: datetime,
+        duration: timedelta,
+        bar_size: str = "1 min",
+        what: str = "TRADES",
     ) -> list[Bar]: ...
     def place_order(self, order: OrderRequest, *, client_id: int = 0) -> OrderState: ...
     def cancel_order(self, order_id: int) -> OrderState: ...
@@ -788,7 +794,9 @@ class GatewayServer:
         try:
             end = rq.parse_ib_time(r.end) or self.now
             duration = rq.parse_duration(r.duration)
-            bars = self.exchange.bars(c, end=end, duration=duration, bar_size=r.bar_size)
+            bars = self.exchange.bars(
+                c, end=end, duration=duration, bar_size=r.bar_size, what=r.what_to_show
+            )
         except ValueError as exc:
             code, text = _coded(exc, 162)
             if code != 200:  # 321 is only a warning to clients: they would wait forever
