@@ -449,16 +449,13 @@ class ReconciliationSettings(_Section):
 
 
 class CycleSettings(_Section):
-    """The trading cycle (v6/core/cycle): retries of its read-only steps and its data windows."""
+    """The trading cycle (v6/core/cycle): how its read-only steps retry."""
 
     read_retries: int = Field(
         2, ge=0, description="retries of a read-only cycle step (reconcile, market data, ...)"
     )
     retry_backoff_s: float = Field(
         1.0, gt=0, description="first retry delay of a read-only step, seconds; doubles"
-    )
-    iv_percentile_lookback_days: int = Field(
-        365, ge=20, description="calendar days of volatility-index closes behind iv_percentile"
     )
 
 

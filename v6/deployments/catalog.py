@@ -51,6 +51,14 @@ CATALOG: tuple[FlowEntry, ...] = (
         description="Every 5 minutes in market hours: the book must agree with the broker.",
     ),
     FlowEntry(
+        name="trading_cycle",
+        target="v6.flows.trading_cycle:trading_cycle",
+        cadence=Cadence.REGULAR_HOURS_TRADING,
+        one_at_a_time=True,
+        description="Every 5 minutes in market hours, under the circuit breaker: reconcile, "
+        "exit rules and exits, then entries within the portfolio limits.",
+    ),
+    FlowEntry(
         name="maintenance",
         target="v6.flows.maintenance:maintenance",
         cadence=Cadence.NIGHTLY_MAINTENANCE,
@@ -63,6 +71,13 @@ CATALOG: tuple[FlowEntry, ...] = (
         cadence=Cadence.NIGHTLY_ANALYSIS,
         one_at_a_time=True,
         description="Nightly: is live trading still behaving like the backtest said it would?",
+    ),
+    FlowEntry(
+        name="backtest",
+        target="v6.flows.backtest:backtest",
+        cadence=Cadence.AD_HOC,
+        one_at_a_time=True,
+        description="Ad hoc: V6's own cycle over simulated sessions; the historical side.",
     ),
     FlowEntry(
         name="circuit_breaker_reset",

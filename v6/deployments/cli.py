@@ -100,11 +100,21 @@ def demo(
 
 
 @app.command("serve")
-def serve(config: ConfigOption = None) -> None:
+def serve(
+    config: ConfigOption = None,
+    pause_on_trip: Annotated[
+        bool,
+        typer.Option(
+            "--pause-on-trip",
+            help="also install the automation that pauses trading_cycle when a run ends "
+            "CircuitTripped (a second layer; the breaker in the store is what stops trading)",
+        ),
+    ] = False,
+) -> None:
     """Serve every flow as a scheduled deployment against a running Prefect server."""
     from v6.deployments.serve import serve_all
 
-    serve_all(_settings(config), console)
+    serve_all(_settings(config), console, pause_on_trip=pause_on_trip)
 
 
 @app.command("run")

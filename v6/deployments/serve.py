@@ -93,9 +93,22 @@ def served_table(deployments: list[RunnerDeployment], limit: int) -> Table:
     return table
 
 
-def serve_all(settings: Settings, console: Console) -> None:
-    """Serve every catalog deployment until interrupted (SIGTERM/Ctrl-C pauses them)."""
+def serve_all(settings: Settings, console: Console, *, pause_on_trip: bool = False) -> None:
+    """Serve every catalog deployment until interrupted (SIGTERM/Ctrl-C pauses them).
+
+    `pause_on_trip`: also install the automation that pauses trading_cycle on a
+    CircuitTripped run (`v6.deployments.automations`; a second layer only)."""
     url = require_server()
+    if pause_on_trip:
+        import asyncio
+
+        from v6.deployments.automations import AUTOMATION_NAME, ensure_pause_on_trip
+
+        asyncio.run(ensure_pause_on_trip())
+        console.print(
+            f"automation '{AUTOMATION_NAME}' installed: a CircuitTripped run pauses "
+            "trading_cycle (a serve restart un-pauses it; the breaker in the store still holds)"
+        )
     deployments = build_deployments(settings)
     limit = settings.schedules.serve_process_limit
     console.print(served_table(deployments, limit))

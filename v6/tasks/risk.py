@@ -19,7 +19,10 @@ def breaker_gate(run_id: str) -> Gate:
     """Never raises: an unreadable breaker yields a fail-closed gate (nothing trades)."""
     gate = breaker().gate(run_id=run_id)
     get_run_logger().info(
-        "breaker gate: %s (%s) %s", gate.mode.value, gate.state.value, gate.reason
+        "breaker gate: %s (%s) %s",
+        gate.mode.value,
+        gate.state.value if gate.state is not None else "UNREADABLE",  # FAIL_CLOSED
+        gate.reason,
     )
     return gate
 

@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from v6.core.store.schemas import analysis, book, market, risk, rules, volatility
+from v6.core.store.schemas import analysis, book, cycle, market, risk, rules, volatility
 from v6.core.store.spec import TableSpec
 
-_MODULES = (market, risk, analysis, book, rules, volatility)
+_MODULES = (market, risk, analysis, book, rules, volatility, cycle)
 
 
 def _build() -> dict[str, TableSpec]:
