@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,11 +11,14 @@ from typing import cast
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from v6.core.broker.base import Broker
 from v6.core.domain import Bar, Contract, Quote
 from v6.core.marketdata.futures_collection import (
     BAR,
+    RECENT,
     PreparedBatch,
     fetch_bars,
     last_stored_bars,
@@ -25,7 +29,7 @@ from v6.core.marketdata.futures_collection import (
     series_id,
     write_collection,
 )
-from v6.core.store import DeltaStore
+from v6.core.store import UTC_US, DeltaStore
 
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 CAP = timedelta(hours=48)
@@ -183,3 +187,66 @@ async def test_one_commit_per_table_per_run(store_root: Path) -> None:
     # Table creation is version 0; the run's 29 bars arrive in a single commit.
     assert store.history("futures_bars", 1)[0]["version"] == 1
     assert store.history("futures_quarantine", 1)[0]["version"] == 1
+
+
+def minute_bars(symbol: str, contract: str, first: datetime, n: int) -> pl.DataFrame:
+    ts = [first + i * BAR for i in range(n)]
+    return pl.DataFrame(
+        {
+            "symbol": symbol,
+            "contract": contract,
+            "ts": ts,
+            "open": 100.0,
+            "high": 101.0,
+            "low": 99.0,
+            "close": 100.5,
+            "volume": pl.Series([5] * n, dtype=pl.Int64),
+        }
+    ).with_columns(pl.col("ts").cast(UTC_US))
+
+
+def test_last_stored_bars_narrow_look_then_fallback(store_root: Path) -> None:
+    """Steady state is answered from the last minutes; a series whose last bar is older
+    (an outage, a quiet contract) is still found anywhere inside the lookback, also across
+    midnight; one older than the lookback is not (the request is capped anyway)."""
+    store = DeltaStore(store_root)
+    now = datetime(2026, 3, 3, 0, 5, 5, tzinfo=UTC)
+    midnight = datetime(2026, 3, 3, tzinfo=UTC)
+    store.merge("futures_bars", minute_bars("ES", "ESH6", midnight - 10 * BAR, 15))  # to 00:04
+    store.merge("futures_bars", minute_bars("ES", "ESM6", midnight - 20 * BAR, 2))  # to 23:41
+    store.merge("futures_bars", minute_bars("NQ", "NQH6", now - timedelta(hours=5), 30))
+    store.merge("futures_bars", minute_bars("RTY", "RTYH6", now - timedelta(days=3), 5))
+    wanted = [("ES", "ESH6"), ("ES", "ESM6"), ("NQ", "NQH6"), ("RTY", "RTYH6"), ("YM", "YMH6")]
+    got = last_stored_bars(store, "futures_bars", wanted, now, CAP)
+    assert got == {
+        ("ES", "ESH6"): midnight + 4 * BAR,
+        ("ES", "ESM6"): midnight - 19 * BAR,
+        ("NQ", "NQH6"): now - timedelta(hours=5) + 29 * BAR,
+    }
+    assert now - (midnight - 19 * BAR) > RECENT  # ESM6 really needed the fallback
+
+
+@settings(max_examples=12, deadline=None)
+@given(ages=st.lists(st.integers(min_value=1, max_value=3 * 24 * 60), min_size=1, max_size=4))
+def test_last_stored_bars_matches_a_full_scan(ages: list[int]) -> None:
+    """Whatever the age of each series' newest bar, the two-step lookup equals a brute-force
+    scan of the whole table restricted to the lookback."""
+    now = datetime(2026, 3, 5, 14, 0, 5, tzinfo=UTC)
+    with tempfile.TemporaryDirectory() as root:
+        store = DeltaStore(root)
+        series = [(f"S{i}", f"S{i}H6") for i in range(len(ages))]
+        frames = [
+            minute_bars(s, c, now - timedelta(minutes=age, seconds=5) - 3 * BAR, 3)
+            for (s, c), age in zip(series, ages, strict=True)
+        ]
+        for frame in frames:  # one file each, so file stats really prune
+            store.merge("futures_bars", frame)
+        brute = (
+            store.read("futures_bars")
+            .filter(pl.col("ts") >= now - CAP)
+            .group_by("symbol", "contract")
+            .agg(pl.col("ts").max())
+            .collect()
+        )
+        expect = {(r[0], r[1]): r[2] for r in brute.iter_rows()}
+        assert last_stored_bars(store, "futures_bars", series, now, CAP) == expect

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandera.polars as pa
 import polars as pl
 import pytest
+from deltalake import DeltaTable
 
 from v6.core.store import (
     REGISTRY,
@@ -190,8 +191,9 @@ def test_history_and_stats(store: DeltaStore) -> None:
     assert store.history("futures_bars") == []
     store.merge("futures_bars", bars(3))
     store.merge("futures_bars", bars(3, start=T0 + timedelta(hours=1)))
-    ops = [h["operation"] for h in store.history("futures_bars")]
-    assert ops[0] == "MERGE" and "WRITE" in ops
+    history = store.history("futures_bars")
+    assert [h["version"] for h in history] == [2, 1, 0]  # newest first: create + 2 commits
+    assert {h["operation"] for h in history} <= {"MERGE", "WRITE"}
     stats = store.stats("futures_bars")
     assert (stats.rows, stats.version) == (6, 2)
     assert stats.files >= 1 and stats.size_bytes > 0
@@ -252,3 +254,170 @@ def test_concurrent_writers_lose_nothing(store_root: Path, worker_fn) -> None:  
     else:
         assert table.height == 2 * n  # overlapping merges: each key exactly once
     assert table.select(pl.struct("symbol", "contract", "ts").is_unique().all()).item()
+
+
+# -- write paths: time-bounded merges, the insert path, one snapshot per write ------------------
+def test_version_reported_is_the_committed_one(store: DeltaStore) -> None:
+    inserted = store.merge("futures_bars", bars(3))
+    assert inserted.method == "insert"
+    assert inserted.version == store.stats("futures_bars").version == 1
+    changed = store.merge("futures_bars", bars(3).with_columns(pl.col("volume") + 1))
+    assert (changed.method, changed.rows_updated) == ("merge", 3)
+    assert changed.version == store.stats("futures_bars").version == 2
+    appended = store.append("futures_bars", bars(1, start=T0 + timedelta(days=1)))
+    assert (appended.method, appended.version) == ("append", 3)
+    assert store.stats("futures_bars").version == 3
+
+
+def test_all_new_rows_take_the_insert_path_and_a_replay_commits_nothing(
+    store: DeltaStore,
+) -> None:
+    first = store.merge("futures_bars", bars(10))
+    assert (first.method, first.rows_inserted) == ("insert", 10)
+    replay = store.merge("futures_bars", bars(10))
+    assert (replay.method, replay.version, replay.rows_inserted) == ("none", None, 0)
+    # The collector re-fetches the last stored bar: unchanged overlap + new rows -> insert.
+    overlap = store.merge("futures_bars", bars(12).tail(4))
+    assert (overlap.method, overlap.rows_inserted, overlap.rows_updated) == ("insert", 2, 0)
+    table = store.read("futures_bars").sort("ts").collect()
+    assert table.height == 12
+    assert table.drop("date").equals(bars(12).select(table.drop("date").columns))
+    assert store.stats("futures_bars").version == 2  # create + two commits, replay none
+
+
+def test_a_changed_overlap_row_is_merged_not_duplicated(store: DeltaStore) -> None:
+    store.merge("futures_bars", bars(5))
+    corrected = (
+        bars(7)
+        .tail(3)
+        .with_columns(
+            pl.when(pl.col("ts") == T0 + timedelta(minutes=4))
+            .then(pl.col("volume") + 100)
+            .otherwise(pl.col("volume"))
+            .alias("volume")
+        )
+    )
+    res = store.merge("futures_bars", corrected)
+    assert (res.method, res.rows_inserted, res.rows_updated) == ("merge", 2, 1)
+    table = store.read("futures_bars").sort("ts").collect()
+    assert table.height == 7
+    assert table.filter(pl.col("ts") == T0 + timedelta(minutes=4))["volume"].item() == 110
+    # Insert-only never updates, so the same correction is just the (absent) new rows.
+    again = store.merge("futures_bars", corrected.with_columns(pl.col("volume") + 1), update=False)
+    assert (again.method, again.rows_inserted, again.version) == ("none", 0, None)
+
+
+def test_bounded_merge_across_midnight_is_exact(store: DeltaStore) -> None:
+    """A batch spanning two date partitions: the time bound covers both days."""
+    late = datetime(2026, 3, 2, 23, 57, tzinfo=UTC)
+    store.merge("futures_bars", bars(6, start=late))  # 23:57 .. 00:02, two partitions
+    assert sorted(store.read("futures_bars").collect()["date"].unique()) == [
+        date(2026, 3, 2),
+        date(2026, 3, 3),
+    ]
+    edited = bars(8, start=late).with_columns(pl.col("high") + 0.5)  # every row changed
+    res = store.merge("futures_bars", edited)
+    assert (res.method, res.rows_inserted, res.rows_updated) == ("merge", 2, 6)
+    assert store.merge("futures_bars", edited).version is None  # replay: nothing
+    table = store.read("futures_bars").sort("ts").collect()
+    assert table.drop("date").equals(edited.select(table.drop("date").columns))
+
+
+def test_time_bound_never_misses_sub_millisecond_rows(store: DeltaStore) -> None:
+    """Delta truncates timestamp stats to milliseconds; the bound is widened to whole ms so
+    a stored row at the very edge of the batch's range is still found and updated."""
+    t = T0 + timedelta(microseconds=700)
+    quote = pl.DataFrame(
+        {
+            "symbol": ["ES", "ES"],
+            "contract": ["ESM6", "ESM6"],
+            "ts": [t, t + timedelta(microseconds=200)],
+            "bid": [5000.0, 5000.25],
+            "ask": [5000.25, 5000.5],
+            "last": [5000.25, 5000.25],
+        }
+    ).with_columns(pl.col("ts").cast(UTC_US))
+    store.merge("futures_quotes", quote)
+    predicate = DeltaStore._merge_predicate(
+        store.spec("futures_quotes"), quote.with_columns(date=pl.lit(T0.date()))
+    )
+    assert "t.ts >= '2026-03-02T14:30:00+00:00' AND t.ts < '2026-03-02T14:30:00.001000+00:00'" in (
+        predicate
+    )
+    res = store.merge("futures_quotes", quote.with_columns(pl.col("bid") - 0.25))
+    assert (res.method, res.rows_inserted, res.rows_updated) == ("merge", 0, 2)
+    assert store.read("futures_quotes").collect().height == 2
+
+
+def test_insert_path_reruns_when_another_writer_commits_in_between(
+    store: DeltaStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The insert path's append is accepted only on top of the snapshot it diffed against:
+    a writer that lands the same rows in between forces a re-read, never a duplicate."""
+    rival = DeltaStore(store.root)
+    real_diff = DeltaStore._diff
+    reads: list[int] = []
+
+    def racing(self: DeltaStore, table, spec, data):  # type: ignore[no-untyped-def]
+        out = real_diff(self, table, spec, data)
+        if self is store:
+            reads.append(table.version())
+            if len(reads) == 1:
+                rival.merge("futures_bars", data)  # lands after our read, before our commit
+        return out
+
+    monkeypatch.setattr(DeltaStore, "_diff", racing)
+    store.ensure("futures_bars")
+    res = store.merge("futures_bars", bars(5))
+    assert reads == [0, 1]  # re-read on the snapshot that holds the rival's commit
+    assert (res.rows_inserted, res.version, res.method) == (0, None, "none")
+    table = store.read("futures_bars").collect()
+    assert table.height == 5
+    assert table.select(pl.struct("symbol", "contract", "ts").is_unique().all()).item()
+
+
+def test_racing_txn_replay_is_skipped_not_duplicated(
+    store: DeltaStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rival = DeltaStore(store.root)
+    real_append = DeltaStore._append
+    calls: list[int] = []
+
+    def racing(table, spec, data, props):  # type: ignore[no-untyped-def]
+        calls.append(table.version())
+        if len(calls) == 1:  # the rival replays the same txn after our txn check
+            rival_batch = bars(4).drop("contract").with_columns(symbol=pl.lit("SPY"))
+            rival.append("underlying_bars", rival_batch, txn=("collector-1", 7))
+        return real_append(table, spec, data, props)
+
+    monkeypatch.setattr(DeltaStore, "_append", staticmethod(racing))
+    store.ensure("underlying_bars")
+    batch = bars(4).drop("contract").with_columns(symbol=pl.lit("SPY"))
+    res = store.append("underlying_bars", batch, txn=("collector-1", 7))
+    assert res.skipped
+    assert store.read("underlying_bars").collect().height == 4
+
+
+def test_tables_checkpoint_at_the_configured_interval(store_root: Path) -> None:
+    store = DeltaStore(store_root, checkpoint_interval=3)
+    for i in range(6):  # versions 0 (create) .. 6
+        store.merge("futures_bars", bars(1, start=T0 + timedelta(minutes=i)))
+    log_dir = Path(store.uri("futures_bars")) / "_delta_log"
+    checkpoints = sorted(p.name for p in log_dir.glob("*.checkpoint.parquet"))
+    assert checkpoints == [f"{v:020d}.checkpoint.parquet" for v in (2, 5)]  # every 3 commits
+    config = DeltaTable(store.uri("futures_bars")).metadata().configuration
+    assert config["delta.checkpointInterval"] == "3"
+    with pytest.raises(ValueError, match="checkpoint_interval=0"):
+        DeltaStore(store_root, checkpoint_interval=0)
+
+
+def test_range_keys_and_cluster_by_are_declared_and_checked() -> None:
+    assert REGISTRY["futures_bars"].range_keys == ("ts",)
+    assert REGISTRY["futures_bars"].cluster_by == ("symbol", "ts")
+    spec = REGISTRY["futures_bars"]
+    with pytest.raises(ValueError, match=r"cluster_by \['nope'\] are not columns"):
+        TableSpec(name="x", model=spec.model, description="", cluster_by=("nope",))
+    with pytest.raises(ValueError, match=r"cluster_by \['date'\] are partition columns"):
+        TableSpec(
+            name="x", model=spec.model, description="", partition_by=("date",), cluster_by=("date",)
+        )

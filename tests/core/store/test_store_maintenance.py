@@ -103,3 +103,52 @@ def test_one_failing_table_does_not_stop_the_others(store_root: Path) -> None:
     )
     assert frame.height == 2  # underlying_bars does not exist: skipped
     assert frame["error"].drop_nulls().str.contains("retention").all()
+
+
+def test_clustered_table_reorders_only_partitions_with_new_files(store_root: Path) -> None:
+    """futures_bars declares cluster_by (symbol, ts): closed partitions are Z-ordered into one
+    file with each symbol's rows together; a partition already down to one file is left
+    alone, and one that later received a late bar is clustered again."""
+    store = DeltaStore(store_root)
+    for d in DAYS:  # two symbols interleaved over four commits per day
+        for i in range(2):
+            for sym in ("NQ", "ES"):
+                ts = datetime(d.year, d.month, d.day, 15, i, tzinfo=UTC)
+                row = pl.DataFrame(
+                    {
+                        "symbol": [sym],
+                        "contract": [f"{sym}H6"],
+                        "ts": [ts],
+                        "open": [10.0],
+                        "high": [11.0],
+                        "low": [9.0],
+                        "close": [10.5],
+                        "volume": [1],
+                    }
+                ).with_columns(pl.col("ts").cast(UTC_US))
+                store.merge("futures_bars", row)
+    before = store.read("futures_bars").sort("symbol", "ts").collect()
+    res = maintain_table(store, "futures_bars", retention_hours=168, closed_before=DAYS[-1])
+    assert (res.files_compacted, res.files_written, res.files_after) == (8, 2, 2 + 4)
+    after = store.read("futures_bars").sort("symbol", "ts").collect()
+    assert after.equals(before)
+    day0 = [u for u in DeltaTable(store.uri("futures_bars")).file_uris() if "2026-03-02" in u]
+    assert len(day0) == 1
+    assert pl.read_parquet(day0[0]).get_column("symbol").rle().len() == 2  # one run per symbol
+
+    late = before.filter(pl.col("date") == DAYS[0]).head(1).drop("date")
+    store.merge("futures_bars", late.with_columns(pl.col("ts") + timedelta(minutes=30)))
+    again = maintain_table(store, "futures_bars", retention_hours=168, closed_before=DAYS[-1])
+    assert (again.files_compacted, again.files_written) == (2, 1)  # only the late day
+
+
+def test_unclustered_table_is_compacted(store_root: Path) -> None:
+    store = DeltaStore(store_root)
+    spec = store.spec("futures_quarantine")
+    assert spec.cluster_by == ()
+    assert spec.example is not None
+    for i in range(3):
+        row = spec.example().with_columns(pl.col("ts") + timedelta(minutes=i))
+        store.merge("futures_quarantine", row)
+    res = maintain_table(store, "futures_quarantine", retention_hours=168)
+    assert (res.files_before, res.files_after, res.files_compacted) == (3, 1, 3)

@@ -30,6 +30,9 @@ from v6.core.store.spec import UTC_US
 log = logging.getLogger(__name__)
 
 BAR = timedelta(minutes=1)
+# How far back the first, cheap look for the last stored bar reaches (see last_stored_bars):
+# ten one-minute collection intervals.
+RECENT = timedelta(minutes=10)
 _BAR_SCHEMA = pl.Schema(
     {
         "symbol": pl.String(),
@@ -133,15 +136,35 @@ def last_stored_bars(
     series: Sequence[tuple[str, str]],
     now: datetime,
     lookback: timedelta,
+    *,
+    recent: timedelta = RECENT,
 ) -> dict[tuple[str, str], datetime]:
     """Newest stored bar ts per (symbol, contract) within `lookback` of `now`.
 
-    One lazy scan, pruned to the partitions inside the lookback: only a gap the run may
-    still backfill matters, so older history is never opened. Underlying tables have no
-    contract column; their key is (symbol, symbol).
+    Only a gap the run may still backfill matters, so older history is never opened.
+    In steady state the newest bar is one collection interval old, so the first look
+    covers only the last `recent` (a few intervals; file stats then skip every file but
+    the newest few, where a day partition holds one file per run until nightly
+    compaction); only series not found there -- after an outage, or a new contract --
+    are looked up over the whole lookback. Underlying tables have no contract column;
+    their key is (symbol, symbol).
     """
     if not series:
         return {}
+    out = _newest_bars(store, table, series, now, min(recent, lookback))
+    missing = [k for k in series if k not in out]
+    if missing and lookback > recent:
+        out.update(_newest_bars(store, table, missing, now, lookback))
+    return out
+
+
+def _newest_bars(
+    store: DeltaStore,
+    table: str,
+    series: Sequence[tuple[str, str]],
+    now: datetime,
+    lookback: timedelta,
+) -> dict[tuple[str, str], datetime]:
     since = now - lookback
     symbols = sorted({s for s, _ in series})
     where = (

@@ -2,14 +2,19 @@
 
 Every collection run commits small files (one per partition touched); after a day
 the futures tables hold thousands, and each read opens all of them. Compaction
-rewrites closed partitions into few large files. Vacuum then deletes files no version
-inside the retention window needs, so time travel keeps working for
-`StorageSettings.vacuum_retention_hours` (default 168 h = one week) and no longer.
-A checkpoint last keeps opening the table cheap however many commits it has.
+rewrites closed partitions into few large files; tables that declare
+`TableSpec.cluster_by` (the market tables: symbol, ts) are Z-ordered instead, in
+row groups of `CLUSTER_ROW_GROUP_ROWS`, so a one-symbol read skips the other symbols'
+row groups by their stats. Vacuum then deletes files no version inside the retention
+window needs, so time travel keeps working for `StorageSettings.vacuum_retention_hours`
+(default 168 h = one week) and no longer. A checkpoint last keeps opening the table
+cheap however many commits it has.
 
 Only partitions before `closed_before` (today, in the flow) are compacted: the open
 partition is still being merged into every minute and compacting it would race the
-collector for no lasting gain.
+collector for no lasting gain. A partition without two small files to merge (a day of
+bars after one run: a single file) is left alone, so a second run has nothing to do
+(Z-order, unlike compaction, would otherwise rewrite it every night).
 """
 
 from __future__ import annotations
@@ -22,12 +27,20 @@ from datetime import date
 from pathlib import Path
 
 import polars as pl
-from deltalake import DeltaTable
+from deltalake import DeltaTable, WriterProperties
 from deltalake.exceptions import CommitFailedError
 
 from v6.core.store.delta import DeltaStore, TableStats
 
 log = logging.getLogger(__name__)
+
+# Row-group size of Z-ordered files: small enough that a day of 1-minute bars of a few
+# symbols splits into per-symbol row groups (a day has 1,380 bars per future), large
+# enough that the per-row-group overhead stays negligible. Measured on the 30-day
+# one-symbol query (benchmarks/store.py): ~15-20% faster than plain compaction.
+CLUSTER_ROW_GROUP_ROWS = 4096
+# Delta's default `delta.targetFileSize` (100 MiB), what optimize aims for when not told.
+DEFAULT_TARGET_SIZE = 104_857_600
 
 
 @dataclass(frozen=True)
@@ -90,6 +103,53 @@ def _open(store: DeltaStore, name: str) -> DeltaTable:
     return DeltaTable(store.uri(name), storage_options=store.storage_options or None)
 
 
+def _compact(
+    store: DeltaStore, name: str, closed_before: date | None, target_size: int | None
+) -> tuple[int, int]:
+    """Rewrite the small files of closed partitions; (files removed, files written).
+
+    Plain compaction for tables without `cluster_by`. Clustered tables are Z-ordered, one
+    call over just the partitions holding two or more small files (Z-order rewrites
+    whatever it is given, so the selection is what keeps a second run a no-op)."""
+    spec = store.spec(name)
+    table = _open(store, name)
+    by_date = spec.partition_by == ("date",)
+    if not spec.cluster_by:
+        filters = None
+        if closed_before is not None and by_date:
+            filters = [("date", "<", closed_before.isoformat())]
+        metrics = table.optimize.compact(partition_filters=filters, target_size=target_size)
+        return int(metrics["numFilesRemoved"]), int(metrics["numFilesAdded"])
+    actions = pl.DataFrame(table.get_add_actions(flatten=True))
+    if actions.height < 2:
+        return 0, 0
+    props = WriterProperties(max_row_group_size=CLUSTER_ROW_GROUP_ROWS)
+    if not by_date:
+        if spec.partition_by:  # no generic partition selection: plain compaction
+            metrics = table.optimize.compact(target_size=target_size)
+        else:
+            metrics = table.optimize.z_order(
+                list(spec.cluster_by), target_size=target_size, writer_properties=props
+            )
+        return int(metrics["numFilesRemoved"]), int(metrics["numFilesAdded"])
+    # Like compaction, only small files are worth rewriting: a partition Z-ordered into
+    # files near the target size is left alone, however large it is.
+    small = pl.col("size_bytes") < (target_size or DEFAULT_TARGET_SIZE) // 2
+    per_day = actions.filter(small).group_by("partition.date").len()
+    if closed_before is not None:
+        per_day = per_day.filter(pl.col("partition.date") < closed_before)
+    days = per_day.filter(pl.col("len") > 1).get_column("partition.date").sort().to_list()
+    if not days:
+        return 0, 0
+    metrics = table.optimize.z_order(
+        list(spec.cluster_by),
+        partition_filters=[("date", "in", [d.isoformat() for d in days])],
+        target_size=target_size,
+        writer_properties=props,
+    )
+    return int(metrics["numFilesRemoved"]), int(metrics["numFilesAdded"])
+
+
 def maintain_table(
     store: DeltaStore,
     name: str,
@@ -121,17 +181,10 @@ def maintain_table(
             0,
             time.perf_counter() - t0,
         )
-    spec = store.spec(name)
-    filters = None
-    if closed_before is not None and spec.partition_by == ("date",):
-        filters = [("date", "<", closed_before.isoformat())]
     compacted = written = 0
     for attempt in range(store.commit_retries + 1):
         try:
-            metrics = _open(store, name).optimize.compact(
-                partition_filters=filters, target_size=target_size
-            )
-            compacted, written = int(metrics["numFilesRemoved"]), int(metrics["numFilesAdded"])
+            compacted, written = _compact(store, name, closed_before, target_size)
             break
         except CommitFailedError:
             if attempt == store.commit_retries:

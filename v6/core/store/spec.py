@@ -26,13 +26,23 @@ class TableSpec:
     # Columns the store fills in when a batch lacks them (e.g. a partition date from a timestamp).
     derived: Mapping[str, pl.Expr] = field(default_factory=dict)
     example: Callable[[], pl.DataFrame] | None = None
+    # Columns nightly compaction clusters rows by (Z-order), e.g. (symbol, ts): row-group
+    # stats then let a one-symbol read skip the other symbols' rows. Empty = plain compaction.
+    cluster_by: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         cols = set(self.schema)
-        missing = [c for c in (*self.keys, *self.partition_by, *self.derived) if c not in cols]
+        declared = (*self.keys, *self.partition_by, *self.derived, *self.cluster_by)
+        missing = [c for c in declared if c not in cols]
         if missing:
             raise ValueError(
-                f"table {self.name}: keys/partitions/derived {missing} are not columns"
+                f"table {self.name}: keys/partitions/derived/cluster_by {missing} are not columns"
+            )
+        clustered_partitions = [c for c in self.cluster_by if c in self.partition_by]
+        if clustered_partitions:
+            raise ValueError(
+                f"table {self.name}: cluster_by {clustered_partitions} are partition columns; "
+                "cluster by columns inside a partition (e.g. symbol, ts)"
             )
 
     @property
@@ -40,6 +50,21 @@ class TableSpec:
         """The exact polars schema every batch must have (pandera's dtypes, in model order)."""
         columns = self.model.to_schema().columns
         return pl.Schema({name: col.dtype.type for name, col in columns.items()})
+
+    @property
+    def range_keys(self) -> tuple[str, ...]:
+        """Key columns holding dates or times (partition columns aside).
+
+        A row can only match a batch row inside the batch's [min, max] of such a column, so
+        the store bounds merges and pre-write reads with it: Delta's per-file min/max stats
+        then skip every file outside the batch's time range (a day's partition holds one
+        file per collection run; without the bound every merge rescans all of them)."""
+        schema = self.schema
+        return tuple(
+            k
+            for k in self.keys
+            if k not in self.partition_by and isinstance(schema[k], pl.Datetime | pl.Date)
+        )
 
     def empty(self) -> pl.DataFrame:
         return pl.DataFrame(schema=self.schema)

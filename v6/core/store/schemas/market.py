@@ -198,6 +198,7 @@ TABLES = [
         partition_by=("date",),
         derived={"date": _TRADE_DATE},
         example=lambda: _bar_example(symbol="ES", contract="ESM6"),
+        cluster_by=("symbol", "ts"),
     ),
     TableSpec(
         name="futures_quotes",
@@ -207,6 +208,7 @@ TABLES = [
         partition_by=("date",),
         derived={"date": _TRADE_DATE},
         example=_quote_example,
+        cluster_by=("symbol", "ts"),
     ),
     TableSpec(
         name="futures_quarantine",
@@ -234,5 +236,6 @@ TABLES = [
         partition_by=("date",),
         derived={"date": _TRADE_DATE},
         example=lambda: _bar_example(symbol="SPY"),
+        cluster_by=("symbol", "ts"),
     ),
 ]
