@@ -11,7 +11,7 @@ from datetime import datetime
 import polars as pl
 
 from v6.core.book.ledger import TableStore
-from v6.core.book.trades import closed_trades
+from v6.core.book.trades import trades_from_store
 from v6.core.config import Settings
 from v6.core.store.spec import UTC_US
 
@@ -33,24 +33,14 @@ def export_run(
 
     Idempotent (insert-only on the run's keys). Returns (trades, predictions) exported."""
 
-    def table(name: str, columns: list[str] | None = None) -> pl.DataFrame:
-        return book.read(name, columns=columns).collect()
-
-    trades = closed_trades(
-        table("strategies"),
-        table("legs"),
-        table("fills"),
-        table("order_intents"),
-        table("predictions"),
-        table("decisions", ["strategy_id", "action", "rule", "evaluated_at"]),
-    )
+    trades = trades_from_store(book)
     tag = {
         "run_id": pl.lit(run_id),
         "run_at": pl.lit(run_at).cast(UTC_US),
         "config_hash": pl.lit(config),
     }
     hist_trades = trades.with_columns(source=pl.lit("backtest"), **tag)
-    predictions = table("predictions").with_columns(**tag)
+    predictions = book.read("predictions").collect().with_columns(**tag)
     target.merge("backtest_trades", hist_trades, update=False)
     target.merge("backtest_predictions", predictions, update=False)
     return hist_trades.height, predictions.height

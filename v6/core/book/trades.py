@@ -125,15 +125,13 @@ def closed_trades(
     return out.with_columns(pl.col("opened_at", "closed_at").cast(UTC_US)).sort("closed_at")
 
 
-def record_closed_trades(store: TableStore) -> int:
-    """Derive trades from the book and merge the new ones (insert-only, one commit).
-
-    Returns how many trades were new."""
+def trades_from_store(store: TableStore) -> pl.DataFrame:
+    """`closed_trades` over the book tables of `store` (live book or a backtest's scratch)."""
 
     def table(name: str, columns: list[str] | None = None) -> pl.DataFrame:
         return store.read(name, columns=columns).collect()
 
-    trades = closed_trades(
+    return closed_trades(
         table("strategies"),
         table("legs"),
         table("fills"),
@@ -141,6 +139,13 @@ def record_closed_trades(store: TableStore) -> int:
         table("predictions"),
         table("decisions", ["strategy_id", "action", "rule", "evaluated_at"]),
     )
+
+
+def record_closed_trades(store: TableStore) -> int:
+    """Derive trades from the book and merge the new ones (insert-only, one commit).
+
+    Returns how many trades were new."""
+    trades = trades_from_store(store)
     before = store.read("trades", columns=["trade_id"]).collect().height
     store.merge("trades", trades, update=False)
     return store.read("trades", columns=["trade_id"]).collect().height - before
