@@ -89,6 +89,11 @@ def test_toml_syntax_error(no_config: Path) -> None:
             "limits.max_concentration_pct: Input should be less than or equal to 100",
         ),
         (
+            "[broker]\nkind = 'ib'\nport = 4001\nlive_trading_enabled = true\n"
+            "max_messages_per_s = 0\n",
+            "max_messages_per_s is 0 (unpaced) on a live configuration",
+        ),
+        (
             "[breaker]\nconsecutive_failures = 0\n",
             "breaker.consecutive_failures: Input should be greater than or equal to 1",
         ),

@@ -79,7 +79,7 @@ class World:
         values = _merge(_merge(BASE, self.overrides), overrides)
         return Settings(
             storage={"root": str(self.root)},
-            broker=broker_settings(self.gateway, reconnect_max_attempts=2),
+            broker=broker_settings(self.gateway, reconnect_max_attempts=2, max_messages_per_s=0),
             **values,
         )
 
@@ -89,7 +89,6 @@ class World:
         def factory() -> IBBroker:
             self.brokers += 1
             b = self.broker_cls(settings.broker, clock=self.exchange.market.clock)
-            b.ib.client.MaxRequests = 0  # the simulator does not pace messages; IB does (45/s)
             return b
 
         return Runtime(

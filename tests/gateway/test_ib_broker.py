@@ -13,7 +13,7 @@ from gateway_world import broker_settings, make_exchange, same
 from v6.core.broker import BrokerError, ErrorClass
 from v6.core.broker.ib import IBBroker, LiveTradingRefusedError
 from v6.core.broker.ib_convert import classify_error, to_ib_contract
-from v6.core.config import MarketDataType
+from v6.core.config import BrokerSettings, MarketDataType
 from v6.core.domain import (
     Action,
     ComboLeg,
@@ -24,6 +24,7 @@ from v6.core.domain import (
     OrderType,
 )
 from v6.core.sim.exchange import SimExchange
+from v6.core.sim.gateway.client import simulator_broker_settings
 from v6.core.sim.gateway.faults import HistoricalPacing
 from v6.core.sim.gateway.server import GatewayServer
 
@@ -86,7 +87,7 @@ async def test_quotes_match_the_exchange_for_stock_option_and_combo(
 
 
 async def test_place_fill_cancel_positions_executions(
-    broker: IBBroker, exchange: SimExchange
+    broker: IBBroker, exchange: SimExchange, caplog: pytest.LogCaptureFixture
 ) -> None:
     short, _, bag = put_spread(exchange)
     t0 = exchange.market.clock.now()
@@ -110,9 +111,13 @@ async def test_place_fill_cancel_positions_executions(
     working = await broker.place_order(resting)
     assert working.status is OrderStatus.SUBMITTED
     assert [o.order_ref for o in await broker.open_orders()] == ["low-1"]
-    cancelled = await broker.cancel_order(working.order_id)
+    with caplog.at_level(logging.INFO, logger="ib_async.wrapper"):
+        cancelled = await broker.cancel_order(working.order_id)
     assert cancelled.status is OrderStatus.CANCELLED
     assert cancelled.message == exchange.find_order("low-1").message  # type: ignore[union-attr]
+    # the cancel V6 asked for is confirmed by a 202, which is not an error
+    confirms = [r for r in caplog.records if r.getMessage().startswith("Error 202,")]
+    assert confirms and all(r.levelno == logging.INFO for r in confirms)
     assert await broker.open_orders() == []
     assert (await broker.find_order("low-1")).status is OrderStatus.CANCELLED  # type: ignore[union-attr]
     assert await broker.find_order("never-placed") is None
@@ -368,3 +373,12 @@ async def test_non_paper_account_is_refused_after_connect(caplog: pytest.LogCapt
         await ok.disconnect()
     assert not any("7654321" in r.getMessage() for r in caplog.records)
     assert any("*****321" in r.getMessage() for r in caplog.records)
+
+
+def test_client_side_pacing_follows_the_setting(gateway: GatewayServer) -> None:
+    """ib_async paces at the configured rate; the simulator settings turn it off."""
+    paced = IBBroker(broker_settings(gateway))
+    assert paced.ib.client.MaxRequests == BrokerSettings().max_messages_per_s == 45
+    sim = simulator_broker_settings(BrokerSettings(), gateway.port)
+    assert IBBroker(sim).ib.client.MaxRequests == 0
+    assert (sim.host, sim.port, sim.paper, sim.is_live) == ("127.0.0.1", gateway.port, True, False)

@@ -93,6 +93,13 @@ class BrokerSettings(_Section):
     market_data_regrow_cycles: int = Field(
         12, ge=1, description="clean cycles after an IB 101 before the line cap grows by one"
     )
+    max_messages_per_s: int = Field(
+        45,
+        ge=0,
+        le=50,
+        description="client-side pacing of API messages (IB disconnects above 50/s); "
+        "0 = unpaced, only for the gateway simulator, which does not pace",
+    )
 
     @model_validator(mode="after")
     def _client_range(self) -> Self:
@@ -100,6 +107,11 @@ class BrokerSettings(_Section):
             raise ValueError(
                 f"client_id_max ({self.client_id_max}) is below client_id_min "
                 f"({self.client_id_min}); set client_id_max >= client_id_min"
+            )
+        if self.max_messages_per_s == 0 and self.is_live:
+            raise ValueError(
+                "max_messages_per_s is 0 (unpaced) on a live configuration; IB disconnects "
+                "clients above 50 messages/s: set broker.max_messages_per_s between 1 and 50"
             )
         return self
 

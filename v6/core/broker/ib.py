@@ -22,8 +22,9 @@ import math
 import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 from ib_async import IB, ExecutionFilter, Fill, RequestError, StartupFetch, Ticker, Trade
 from ib_async import Contract as IBContract
@@ -44,12 +45,16 @@ from v6.core.domain import (
     OrderStatus,
     Position,
     Quote,
+    Right,
     SecType,
 )
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+_QualKey = tuple[object, ...]
+_MARKET_TZ = ZoneInfo("America/New_York")
+QUALIFY_BATCH_MIN = 4  # from this many options of one expiry, one wildcard request is cheaper
 
 _STARTUP_FETCH = (
     StartupFetch.POSITIONS
@@ -96,9 +101,21 @@ class _AccountRedactor(logging.Filter):
         return True
 
 
+class _CancelAcknowledgement(logging.Filter):
+    """ib_async logs IB's 202 ("Order Canceled") at ERROR. V6 cancels on purpose (reprice,
+    fill timeout, unwind) and follows the cancel through the order status, so the
+    confirmation is INFO; a cancel V6 did not ask for still surfaces as the order's status."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and record.getMessage().startswith("Error 202,"):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 _REDACTOR = _AccountRedactor()
 for _name in (*_IB_LOGGERS, __name__):
     logging.getLogger(_name).addFilter(_REDACTOR)
+logging.getLogger("ib_async.wrapper").addFilter(_CancelAcknowledgement())
 
 
 def check_live_settings(settings: BrokerSettings) -> None:
@@ -121,12 +138,19 @@ def check_live_settings(settings: BrokerSettings) -> None:
 class IBBroker:
     """`Broker` over ib_async. One instance = one API connection (one clientId)."""
 
-    def __init__(self, settings: BrokerSettings, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        *,
+        clock: Clock | None = None,
+        qualify_batch_min: int = QUALIFY_BATCH_MIN,
+    ) -> None:
         check_live_settings(settings)
         self.settings = settings
         self._clock: Clock = clock or SystemClock()
         self._ib = IB()
         self._ib.RaiseRequestErrors = True  # request errors raise RequestError with the code
+        self._ib.client.MaxRequests = settings.max_messages_per_s  # ib_async's pacer; 0 = off
         self._ib.errorEvent += self._on_error
         self._ib.disconnectedEvent += self._on_disconnected
         self._ib.execDetailsEvent += self._on_exec_details
@@ -146,6 +170,16 @@ class IBBroker:
         self._listeners: list[Callable[[Execution], None]] = []
         self._locks: dict[str, asyncio.Lock] = {}
         self.reconnects = 0
+        if qualify_batch_min < 0:
+            raise ValueError(
+                f"qualify_batch_min must be >= 0 (0 = one request per contract), "
+                f"got {qualify_batch_min}"
+            )
+        # options of one expiry asked together from this many on go out as ONE request
+        self.qualify_batch_min = qualify_batch_min
+        self._qualified_by_key: dict[_QualKey, Contract] = {}
+        self._qualified_by_id: dict[int, Contract] = {}
+        self._pruned_on: date | None = None
 
     # ------------------------------------------------------------------ connection
     @property
@@ -536,13 +570,93 @@ class IBBroker:
         return out
 
     async def qualify(self, contracts: Sequence[Contract]) -> list[Contract | None]:
-        await self._ready()
-        return list(await asyncio.gather(*(self._qualify_one(c) for c in contracts)))
+        """Qualified contracts in the order asked (None: IB does not know it).
 
+        Why not one request per contract: IB paces at `max_messages_per_s`, and a chain
+        snapshot asks for hundreds of options. Positive answers are cached (con_ids are
+        permanent; options and futures drop out once expired); options of one expiry asked
+        `qualify_batch_min` or more at a time are qualified with ONE request that leaves the
+        strike and right open, and matched back by (strike, right).
+        """
+        await self._ready()
+        self._prune_qualified()
+        unique: dict[_QualKey, Contract] = {}
+        for c in contracts:
+            unique.setdefault(_qual_key(c), c)
+        answers: dict[_QualKey, Contract | None] = {}
+        families: dict[tuple[object, ...], list[_QualKey]] = {}
+        singles: list[_QualKey] = []
+        for k, c in unique.items():
+            hit = self._cached(k)
+            if hit is not None:
+                answers[k] = hit
+            elif self.qualify_batch_min > 0 and _batchable(c):
+                families.setdefault(_family_key(c), []).append(k)
+            else:
+                singles.append(k)
+        batches: list[list[_QualKey]] = []
+        for keys in families.values():
+            if len(keys) >= self.qualify_batch_min:
+                batches.append(keys)
+            else:
+                singles.extend(keys)
+        got_single, got_batch = await asyncio.gather(
+            asyncio.gather(*(self._qualify_one(unique[k]) for k in singles)),
+            asyncio.gather(*(self._qualify_family([unique[k] for k in ks]) for ks in batches)),
+        )
+        answers.update(zip(singles, got_single, strict=True))
+        for keys, got in zip(batches, got_batch, strict=True):
+            answers.update(zip(keys, got, strict=True))
+        return [answers[_qual_key(c)] for c in contracts]
+
+    # ----------------------------------------------------------- qualification cache
+    def _market_date(self) -> date:
+        return self._clock.now().astimezone(_MARKET_TZ).date()
+
+    def _expired(self, c: Contract) -> bool:
+        """An option or future whose expiry is before today's market date: IB no longer
+        answers for it (without includeExpired), so neither does the cache."""
+        return (
+            c.sec_type in (SecType.OPT, SecType.FUT)
+            and c.expiry is not None
+            and c.expiry < self._market_date()
+        )
+
+    def _cached(self, key: _QualKey) -> Contract | None:
+        hit = self._qualified_by_key.get(key)
+        if hit is not None and self._expired(hit):
+            del self._qualified_by_key[key]
+            return None
+        return hit
+
+    def _remember(self, key: _QualKey, c: Contract) -> None:
+        self._qualified_by_key[key] = c
+        if c.con_id:
+            self._qualified_by_id[c.con_id] = c
+
+    def _prune_qualified(self) -> None:
+        """Drop expired entries once per market date (the cache also holds listed options
+        nobody asked for yet, which a lookup would never evict)."""
+        today = self._market_date()
+        if self._pruned_on == today:
+            return
+        self._pruned_on = today
+        self._qualified_by_key = {
+            k: c for k, c in self._qualified_by_key.items() if not self._expired(c)
+        }
+        self._qualified_by_id = {
+            i: c for i, c in self._qualified_by_id.items() if not self._expired(c)
+        }
+
+    # ----------------------------------------------------------- qualification requests
     async def _qualify_one(self, c: Contract) -> Contract | None:
         if c.sec_type is SecType.BAG:  # details carry no legs: a combo is known when its legs are
             legs = await asyncio.gather(*(self._known_con_id(leg.con_id) for leg in c.combo_legs))
             return c if all(legs) else None
+        key = _qual_key(c)
+        hit = self._cached(key)
+        if hit is not None:
+            return hit
         try:
             details = await self._request(
                 f"contract details for {c.describe()}",
@@ -554,9 +668,55 @@ class IBBroker:
             raise
         if len(details) != 1 or details[0].contract is None:
             return None
-        return cv.from_ib_contract(details[0].contract)
+        q = cv.from_ib_contract(details[0].contract)
+        self._remember(key, q)
+        return q
+
+    async def _qualify_family(self, contracts: list[Contract]) -> list[Contract | None]:
+        """Options sharing (symbol, expiry, multiplier, exchange, currency, trading class),
+        qualified with one strike-0/any-right request; each is matched back by
+        (strike, right). A (strike, right) listed more than once (several trading classes)
+        is asked for on its own, as `_qualify_one` would; not listed -> None."""
+        first = contracts[0]
+        ask = cv.to_ib_contract(first)
+        ask.strike, ask.right = 0.0, ""
+        try:
+            details = await self._request(
+                f"option contracts of {first.symbol} {first.expiry} (all strikes and rights)",
+                self._ib.reqContractDetailsAsync(ask),
+            )
+        except BrokerError as exc:
+            if exc.code == 200:
+                return [None] * len(contracts)
+            raise
+        listed: dict[tuple[float, Right], list[Contract]] = {}
+        for d in details:
+            if d.contract is None or d.contract.secType != SecType.OPT.value:
+                continue
+            q = cv.from_ib_contract(d.contract)
+            if q.strike is not None and q.right is not None:
+                listed.setdefault((_strike_key(q.strike), q.right), []).append(q)
+        for (strike, right), found in listed.items():  # the whole expiry, asked for or not
+            if len(found) == 1:
+                self._remember(_qual_key(replace(first, strike=strike, right=right)), found[0])
+        out: list[Contract | None] = []
+        ambiguous: list[int] = []
+        for i, c in enumerate(contracts):
+            assert c.strike is not None and c.right is not None
+            found = listed.get((_strike_key(c.strike), c.right), [])
+            out.append(found[0] if len(found) == 1 else None)
+            if len(found) > 1:
+                ambiguous.append(i)
+        if ambiguous:
+            again = await asyncio.gather(*(self._qualify_one(contracts[i]) for i in ambiguous))
+            for i, answer in zip(ambiguous, again, strict=True):
+                out[i] = answer
+        return out
 
     async def _known_con_id(self, con_id: int) -> bool:
+        hit = self._qualified_by_id.get(con_id)
+        if hit is not None and not self._expired(hit):
+            return True
         try:
             details = await self._request(
                 f"contract details for conId {con_id}",
@@ -566,7 +726,12 @@ class IBBroker:
             if exc.code == 200:
                 return False
             raise
-        return len(details) == 1
+        if len(details) != 1:
+            return False
+        with contextlib.suppress(ValueError):  # a sec type V6 does not model: known, uncached
+            if details[0].contract is not None:
+                self._qualified_by_id[con_id] = cv.from_ib_contract(details[0].contract)
+        return True
 
     async def _qualified(self, c: Contract) -> Contract:
         """`c` with a con_id (qualified when it had none); unchanged if IB does not know it."""
@@ -922,6 +1087,40 @@ def _float(text: Any) -> float:
         return math.nan
 
 
+def _strike_key(strike: float) -> float:
+    return round(strike, 6)
+
+
+def _qual_key(c: Contract) -> _QualKey:
+    """A contract's identity as asked. The con_id is part of it only when the caller gave
+    one (IB answers such a request by the con_id); the local symbol likewise narrows it."""
+    strike = _strike_key(c.strike) if c.strike is not None else None
+    return (
+        c.symbol,
+        c.sec_type,
+        c.expiry,
+        strike,
+        c.right,
+        c.multiplier,
+        c.exchange,
+        c.currency,
+        c.trading_class,
+        c.local_symbol,
+        c.con_id,
+        c.combo_legs,
+    )
+
+
+def _family_key(c: Contract) -> tuple[object, ...]:
+    return (c.symbol, c.expiry, c.multiplier, c.exchange, c.currency, c.trading_class)
+
+
+def _batchable(c: Contract) -> bool:
+    """An option IB can find in a listing of its expiry (not pinned by con_id or local
+    symbol, which a strike-0 request would ignore)."""
+    return c.sec_type is SecType.OPT and not c.con_id and not c.local_symbol
+
+
 def _quote_key(c: Contract) -> object:
     if c.sec_type is SecType.BAG:
         return ("BAG", c.symbol, c.combo_legs)
@@ -953,4 +1152,4 @@ def _replace_order_id(state: OrderState, order_id: int) -> OrderState:
     return replace(state, order_id=order_id)
 
 
-__all__ = ["IBBroker", "LiveTradingRefusedError", "check_live_settings"]
+__all__ = ["QUALIFY_BATCH_MIN", "IBBroker", "LiveTradingRefusedError", "check_live_settings"]

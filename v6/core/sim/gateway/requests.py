@@ -47,6 +47,45 @@ REQ_COMPLETED_ORDERS = 99
 
 BAG_CON_ID = 28812380  # the conId IB reports for every combo
 
+# API names of the incoming messages (as ib_async's Client methods call them): what the
+# gateway's `request_counts` is keyed by, so a pacing rehearsal reads like the API it drives
+REQUEST_NAMES: dict[int, str] = {
+    REQ_MKT_DATA: "reqMktData",
+    CANCEL_MKT_DATA: "cancelMktData",
+    PLACE_ORDER: "placeOrder",
+    CANCEL_ORDER: "cancelOrder",
+    REQ_OPEN_ORDERS: "reqOpenOrders",
+    REQ_ACCOUNT_UPDATES: "reqAccountUpdates",
+    REQ_EXECUTIONS: "reqExecutions",
+    REQ_IDS: "reqIds",
+    REQ_CONTRACT_DETAILS: "reqContractDetails",
+    REQ_AUTO_OPEN_ORDERS: "reqAutoOpenOrders",
+    REQ_ALL_OPEN_ORDERS: "reqAllOpenOrders",
+    REQ_MANAGED_ACCTS: "reqManagedAccts",
+    REQ_HISTORICAL_DATA: "reqHistoricalData",
+    CANCEL_HISTORICAL_DATA: "cancelHistoricalData",
+    REQ_CURRENT_TIME: "reqCurrentTime",
+    REQ_GLOBAL_CANCEL: "reqGlobalCancel",
+    REQ_MARKET_DATA_TYPE: "reqMarketDataType",
+    REQ_POSITIONS: "reqPositions",
+    REQ_ACCOUNT_SUMMARY: "reqAccountSummary",
+    CANCEL_ACCOUNT_SUMMARY: "cancelAccountSummary",
+    CANCEL_POSITIONS: "cancelPositions",
+    START_API: "startApi",
+    REQ_ACCOUNT_UPDATES_MULTI: "reqAccountUpdatesMulti",
+    CANCEL_ACCOUNT_UPDATES_MULTI: "cancelAccountUpdatesMulti",
+    REQ_SEC_DEF_OPT_PARAMS: "reqSecDefOptParams",
+    REQ_COMPLETED_ORDERS: "reqCompletedOrders",
+}
+
+
+def request_name(msg_id: str) -> str:
+    """The API name of an incoming message id as sent (the id itself when not known)."""
+    try:
+        return REQUEST_NAMES.get(int(msg_id), msg_id)
+    except ValueError:
+        return msg_id
+
 
 # ----------------------------------------------------------------------------- contracts
 @dataclass(frozen=True, slots=True)

@@ -18,9 +18,10 @@ import contextlib
 import logging
 import math
 import re
-from collections import deque
+import time
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -196,6 +197,7 @@ class GatewayServer:
         port: int = 0,
         market_data_lines: int = 100,
         pacing: HistoricalPacing | None = None,
+        pacing_clock: Callable[[], float] | None = None,
         accounts: Iterable[str] | None = None,
     ) -> None:
         if market_data_lines < 1:
@@ -204,11 +206,16 @@ class GatewayServer:
         self.host = host
         self._port = port
         self.market_data_lines = market_data_lines
-        self.pacer = Pacer(pacing or HistoricalPacing())
+        # Pacing is judged on the wall clock (as IB does) unless a fast simulated run passes
+        # its market clock (seconds): then a simulated hour allows an hour's requests.
+        self.pacer = Pacer(pacing or HistoricalPacing(), now=pacing_clock or time.monotonic)
         self.faults = GatewayFaults()
         self.accounts = list(accounts) if accounts is not None else [exchange.account]
         self.protocol_errors: list[str] = []
         self.unsupported: list[int] = []
+        # every message received after the handshake, by API name ("reqContractDetails"):
+        # what a pacing budget (broker.max_messages_per_s) is spent on; `.clear()` to reset
+        self.request_counts: Counter[str] = Counter()
         self._server: asyncio.Server | None = None
         self._sessions: dict[int, _Session] = {}
         self._serial = 0
@@ -475,6 +482,8 @@ class GatewayServer:
 
     # ------------------------------------------------------------------ dispatch
     def _dispatch(self, s: _Session, fields: list[str]) -> None:
+        if fields:
+            self.request_counts[rq.request_name(fields[0])] += 1
         try:
             request = rq.decode(fields)
         except rq.UnsupportedRequest as exc:
@@ -634,28 +643,65 @@ class GatewayServer:
         return self.exchange.qualify(domain)
 
     def _contract_details(self, s: _Session, r: rq.ReqContractDetails) -> None:
-        c = self._resolve(r.contract)
-        if c is None and r.contract.sec_type == "BAG" and not r.contract.legs:
-            c = self._generic_bag(r.contract.symbol)
-        if c is None:
+        wc = r.contract
+        found: list[Contract]
+        if _option_family(wc):
+            found = self._listed_options(wc)
+        else:
+            c = self._resolve(wc)
+            if c is None and wc.sec_type == "BAG" and not wc.legs:
+                c = self._generic_bag(wc.symbol)
+            found = [c] if c is not None else []
+        if not found:
             s.send(
                 msg.error(r.req_id, 200, "No security definition has been found for the request")
             )
             return
-        extra = msg.DetailsExtra(long_name=c.symbol)
-        if c.sec_type is SecType.OPT:
-            und = self.exchange.qualify(Contract.stock(c.symbol)) or self.exchange.qualify(
-                Contract.index(c.symbol)
-            )
-            extra = msg.DetailsExtra(
-                long_name=c.symbol,
-                under_con_id=und.con_id if und is not None else 0,
-                under_symbol=c.symbol,
-                under_sec_type=und.sec_type.value if und is not None else "STK",
-                valid_exchanges="SMART,CBOE,AMEX,ISE",
-            )
-        s.send(msg.contract_details(r.req_id, c, extra))
+        for c in found:
+            s.send(msg.contract_details(r.req_id, c, self._details_extra(c)))
         s.send(msg.contract_details_end(r.req_id))
+
+    def _listed_options(self, wc: rq.WireContract) -> list[Contract]:
+        """Every listed option matching a partial description (strike 0 and/or no right),
+        as IB answers it: one per contract (per chain: strike ascending, puts first). Built from
+        the exchange's own listing and `qualify`, so each con_id is the one a request for
+        that single contract would get."""
+        try:
+            expiry = rq.parse_expiry(wc.expiry)
+        except ValueError:
+            return []
+        rights = (wc.right,) if wc.right else ("P", "C")
+        found: dict[int, Contract] = {}
+        for chain in self.exchange.option_chains(wc.symbol):
+            if expiry not in chain.expirations:
+                continue
+            strikes = (wc.strike,) if wc.strike else chain.strikes
+            trading_class = wc.trading_class or chain.trading_class  # none given: every class
+            for k in strikes:
+                for right in rights:
+                    try:
+                        one = replace(wc, strike=k, right=right, trading_class=trading_class)
+                        asked = one.to_domain()
+                    except ValueError:
+                        return []  # e.g. a right that is not C/P: no security definition
+                    c = self.exchange.qualify(asked)
+                    if c is not None:
+                        found.setdefault(c.con_id, c)
+        return list(found.values())
+
+    def _details_extra(self, c: Contract) -> msg.DetailsExtra:
+        if c.sec_type is not SecType.OPT:
+            return msg.DetailsExtra(long_name=c.symbol)
+        und = self.exchange.qualify(Contract.stock(c.symbol)) or self.exchange.qualify(
+            Contract.index(c.symbol)
+        )
+        return msg.DetailsExtra(
+            long_name=c.symbol,
+            under_con_id=und.con_id if und is not None else 0,
+            under_symbol=c.symbol,
+            under_sec_type=und.sec_type.value if und is not None else "STK",
+            valid_exchanges="SMART,CBOE,AMEX,ISE",
+        )
 
     def _generic_bag(self, symbol: str) -> Contract | None:
         """contractDetails carry no legs: a BAG on a known underlying is described as IB
@@ -1206,6 +1252,19 @@ class GatewayServer:
     def _flush_all(self) -> None:
         for s in self._sessions.values():
             s.flush()
+
+
+def _option_family(wc: rq.WireContract) -> bool:
+    """An option described down to its expiry but not to one contract (strike 0 and/or no
+    right, no conId or local symbol): IB answers with every listed match."""
+    return (
+        wc.sec_type == "OPT"
+        and wc.con_id <= 0
+        and not wc.local_symbol
+        and bool(wc.symbol)
+        and bool(wc.expiry)
+        and (not wc.strike or not wc.right)
+    )
 
 
 def _split_code(text: str, default: int) -> tuple[int, str]:
