@@ -45,6 +45,16 @@ def test_trading_days_skip_weekends_and_holidays(cal: MarketCalendar) -> None:
     assert days == [date(2026, 4, 2), date(2026, 4, 6), date(2026, 4, 7)]
 
 
+def test_sessions_before_skip_holidays_and_exclude_the_day(cal: MarketCalendar) -> None:
+    assert cal.sessions_before(date(2026, 4, 7), 3) == [
+        date(2026, 4, 1),
+        date(2026, 4, 2),
+        date(2026, 4, 6),
+    ]  # Good Friday 2026-04-03 is not a session; 04-07 itself is excluded
+    with pytest.raises(ValueError, match="count"):
+        cal.sessions_before(date(2026, 4, 7), 0)
+
+
 def test_previous_close(cal: MarketCalendar) -> None:
     assert cal.previous_close(utc(2026, 3, 3, 12, 0)) == utc(2026, 3, 2, 21, 0)
 

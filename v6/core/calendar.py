@@ -74,6 +74,18 @@ class MarketCalendar:
             raise ValueError(f"calendar {self.equity.name} has fewer than {count} sessions")
         return days
 
+    def sessions_before(self, day: date, count: int) -> list[date]:
+        """The `count` equity sessions strictly before `day`, oldest first."""
+        if count < 1:
+            raise ValueError(f"count must be >= 1, got {count}")
+        sessions = self.equity.sessions_in_range(
+            pd.Timestamp(day) - pd.Timedelta(days=count * 2 + 10), pd.Timestamp(day)
+        )
+        days = [s.date() for s in sessions if s.date() < day][-count:]
+        if len(days) < count:
+            raise ValueError(f"calendar {self.equity.name} has fewer than {count} sessions")
+        return days
+
     def previous_close(self, ts: datetime) -> datetime:
         """The most recent equity close at or before `ts` (UTC)."""
         minute = self._minute(ts)

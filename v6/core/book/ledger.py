@@ -42,8 +42,7 @@ from v6.core.reconcile import (
     reconcile,
     table_schema,
 )
-from v6.core.store.registry import REGISTRY
-from v6.core.store.validation import prepare
+from v6.core.store.memory import MemoryStore as MemoryStore  # re-exported: tests, benchmarks
 
 log = logging.getLogger(__name__)
 UTC_US = pl.Datetime("us", "UTC")
@@ -57,44 +56,6 @@ class TableStore(Protocol):
     def read(
         self, name: str, where: pl.Expr | None = None, columns: list[str] | None = None
     ) -> pl.LazyFrame: ...
-
-
-class MemoryStore:
-    """An in-memory TableStore with the same validation and merge semantics as DeltaStore.
-
-    For tests, backtests and benchmarks that exercise the book without disk I/O.
-    """
-
-    def __init__(self) -> None:
-        self.tables: dict[str, pl.DataFrame] = {}
-
-    def merge(self, name: str, batch: pl.DataFrame, *, update: bool = True) -> int:
-        spec = REGISTRY[name]
-        data = prepare(spec, batch)
-        current = self.tables.get(name, spec.empty())
-        keys = list(spec.keys)
-        if update:
-            merged = pl.concat([current.join(data, on=keys, how="anti"), data])
-        else:
-            merged = pl.concat([current, data.join(current, on=keys, how="anti")])
-        self.tables[name] = merged
-        return merged.height - current.height
-
-    def append(self, name: str, batch: pl.DataFrame) -> int:
-        spec = REGISTRY[name]
-        data = prepare(spec, batch)
-        self.tables[name] = pl.concat([self.tables.get(name, spec.empty()), data])
-        return data.height
-
-    def read(
-        self, name: str, where: pl.Expr | None = None, columns: list[str] | None = None
-    ) -> pl.LazyFrame:
-        lf = self.tables.get(name, REGISTRY[name].empty()).lazy()
-        if where is not None:
-            lf = lf.filter(where)
-        if columns is not None:
-            lf = lf.select(columns)
-        return lf
 
 
 class Book:

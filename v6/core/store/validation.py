@@ -17,15 +17,19 @@ from v6.core.store.spec import TableSpec
 SAMPLE_ROWS = 5
 
 
-def prepare(spec: TableSpec, batch: pl.DataFrame) -> pl.DataFrame:
-    """Derive missing computed columns, order columns like the table, and validate."""
+def prepare(spec: TableSpec, batch: pl.DataFrame, *, values: bool = True) -> pl.DataFrame:
+    """Derive missing computed columns, order columns like the table, and validate.
+
+    `values=False` skips only the pandera value checks, for a caller that runs
+    `check_values` itself over many batches at once (MemoryStore's deferred mode)."""
     missing_derived = {c: e for c, e in spec.derived.items() if c not in batch.columns}
     if missing_derived:
         batch = batch.with_columns(**missing_derived)
     _check_schema(spec, batch)
     batch = batch.select(spec.schema.names())
     _check_keys(spec, batch)
-    _check_values(spec, batch)
+    if values:
+        check_values(spec, batch)
     return batch
 
 
@@ -68,7 +72,8 @@ def _check_keys(spec: TableSpec, batch: pl.DataFrame) -> None:
         raise SchemaViolation(spec.name, problems)
 
 
-def _check_values(spec: TableSpec, batch: pl.DataFrame) -> None:
+def check_values(spec: TableSpec, batch: pl.DataFrame) -> None:
+    """The pandera checks of `spec` over `batch` (exact schema already checked)."""
     if not get_config_context().validation_enabled:
         raise SchemaViolation(
             spec.name,
