@@ -17,7 +17,8 @@ the cycle with the breaker -> final state:
 - Failed               the cycle failed but did not (yet) trip the breaker
 
 No flow-level retries: a returned Failed state would re-run the flow and trip again.
-Retries live on the read-only tasks only (see `v6.tasks.cycle`).
+Retries live on the read-only broker tasks only; the breaker gate, exit rules and breaker
+record run in the flow body (see `v6.tasks.cycle`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import uuid
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import State
-from prefect.utilities.annotations import quote
 
 from v6.core.cycle import run_trading_cycle
 from v6.core.risk.breaker import OutcomeType
@@ -55,7 +55,7 @@ async def trading_cycle(exits_only: bool = False, guard: bool = True) -> State:
     run = await run_trading_cycle(
         rt, _run_id(), wrap=prefect_wrap(rt.settings), exits_only=exits_only
     )
-    await publish_cycle_artifacts(quote(run))  # type: ignore[call-overload]  # unquoted by Prefect
+    await publish_cycle_artifacts(run)
     summary = run.summary()
     log = get_run_logger()
     level = (

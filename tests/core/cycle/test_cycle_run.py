@@ -11,6 +11,7 @@ from typing import Any
 
 import polars as pl
 import pytest
+from polars.exceptions import PanicException
 
 from v6.core.book.refs import make_order_ref
 from v6.core.broker.base import BrokerError
@@ -19,6 +20,8 @@ from v6.core.clock import SimClock
 from v6.core.config import Settings
 from v6.core.cycle import CycleContext, run_cycle, run_trading_cycle
 from v6.core.cycle.broker import CycleBroker, cycle_registry
+from v6.core.cycle.context import Step
+from v6.core.cycle.run import EXIT_RULES
 from v6.core.cycle.steps import ExitOrder, execute_exits, exit_rules, market_data
 from v6.core.domain import Action, Contract, OrderRequest, OrderType
 from v6.core.execution.executor import ComboExecutor, ExecStatus
@@ -102,6 +105,31 @@ async def test_a_failing_step_stops_the_cycle_and_tells_the_breaker(world: World
     assert run.outcome.name == "Failed"
     stored = DeltaStore(world.root).read("cycle_health").collect()
     assert stored.get_column("ok").to_list() == [False]
+
+
+async def test_a_rust_panic_in_a_step_fails_the_cycle_instead_of_the_process(
+    world: World,
+) -> None:
+    """polars/deltalake panics are BaseExceptions; the cycle must still fail and record."""
+
+    def wrap(name: str, step: Step) -> Step:
+        if name != EXIT_RULES:
+            return step
+
+        async def panicking(*_: object) -> object:
+            raise PanicException("called `Option::unwrap()` on a `None` value")
+
+        return panicking
+
+    run = await run_trading_cycle(world.runtime(), "panics", wrap=wrap)
+    assert run.report is not None
+    assert run.report.failure is not None
+    assert run.report.failure.startswith("exit-rules: PanicException")
+    assert run.report.steps[-1] == "summarise"
+    assert run.health is not None and not run.health.ok
+    assert DeltaStore(world.root).read("cycle_health").collect().get_column("ok").to_list() == [
+        False
+    ]
 
 
 async def test_unresolved_break_blocks_entries_but_not_the_rules(world: World) -> None:

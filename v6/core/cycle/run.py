@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from polars.exceptions import PanicException
+
 from v6.core.cycle.context import CycleContext, Wrap, identity
 from v6.core.cycle.market import MarketView
 from v6.core.cycle.steps import (
@@ -56,6 +58,10 @@ from v6.core.risk.breaker import (
 from v6.core.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+# A Rust panic inside polars/deltalake surfaces as pyo3's PanicException, a BaseException:
+# `except Exception` would let it kill the process instead of failing (and counting) the cycle.
+STEP_ERRORS: tuple[type[BaseException], ...] = (Exception, PanicException)
 
 # Step names: the flow's task names, and the keys of its retry policy.
 GATE = "breaker-gate"
@@ -176,13 +182,13 @@ async def run_cycle(ctx: CycleContext, *, wrap: Wrap = identity) -> CycleReport:
                 )
             else:
                 report.entries = EntriesStep()
-    except Exception as exc:  # the cycle fails; the breaker counts it
+    except STEP_ERRORS as exc:  # the cycle fails; the breaker counts it
         report.fail(current, exc)
     report.disconnected_s = ctx.broker.disconnected_s()
     try:
         report.steps.append(SUMMARISE)
         report.summary = await wrap(SUMMARISE, summarise)(ctx, report)
-    except Exception as exc:
+    except STEP_ERRORS as exc:
         if report.failure is None:
             report.fail(SUMMARISE, exc)
         else:
