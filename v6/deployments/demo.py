@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -29,17 +31,21 @@ from rich.table import Table
 from v6.core.broker.ib import IBBroker
 from v6.core.calendar import MarketCalendar
 from v6.core.clock import SimClock
-from v6.core.config import BrokerKind, MarketDataType, Settings
+from v6.core.config import Settings
 from v6.core.runtime import Runtime, use_runtime
 from v6.core.sim.exchange import SimExchange, build_exchange
+from v6.core.sim.gateway.client import simulator_broker_settings
 from v6.core.sim.gateway.server import GatewayServer
 from v6.core.store import DeltaStore, TableSpec
+from v6.flows.backtest import backtest
 from v6.flows.futures_collection import futures_collection
 from v6.flows.maintenance import maintenance
 from v6.flows.position_reconciliation import position_reconciliation
+from v6.flows.trading_cycle import trading_cycle
 from v6.flows.variance_analysis import variance_analysis
 
 ET = ZoneInfo("America/New_York")
+BACKTEST_SESSIONS = 10
 
 
 @dataclass
@@ -65,30 +71,21 @@ class RunLog:
 
 def demo_settings(settings: Settings, port: int) -> Settings:
     """The user's settings, pointed at the in-process gateway simulator (a paper port)."""
-    broker = settings.broker.model_copy(
-        update={
-            "kind": BrokerKind.IB,
-            "host": "127.0.0.1",
-            "port": port,
-            "paper": True,
-            "live_trading_enabled": False,
-            "market_data_type": MarketDataType.LIVE,
-            "connect_timeout_s": 5.0,
-            "request_timeout_s": 10.0,
-            "snapshot_timeout_s": 2.0,
-            "reconnect_backoff_s": 0.05,
-        }
-    )
+    broker = simulator_broker_settings(settings.broker, port)
     return settings.model_copy(update={"broker": broker})
 
 
 class Demo:
     """One simulated world (exchange + gateway) driven through the real flows."""
 
-    def __init__(self, settings: Settings, console: Console, days: int) -> None:
+    def __init__(
+        self, settings: Settings, console: Console, days: int, cycle_minutes: int = 60
+    ) -> None:
         self.settings = settings
         self.console = console
         self.days = days
+        self.cycle_minutes = cycle_minutes
+        self.drill_day: date | None = None  # the day the breaker drill runs (day 2)
         self.exchange: SimExchange = build_exchange(settings)
         clock = self.exchange.market.clock
         if not isinstance(clock, SimClock):
@@ -105,6 +102,8 @@ class Demo:
             host="127.0.0.1",
             port=0,
             market_data_lines=self.settings.broker.market_data_lines,
+            # the demo compresses a day into seconds: pace history requests in market time
+            pacing_clock=lambda: self.clock.now().timestamp(),
         ) as gateway:
             self.gateway = gateway
             settings = demo_settings(self.settings, gateway.port)
@@ -124,7 +123,9 @@ class Demo:
     async def _days(self) -> None:
         first = self.clock.now().astimezone(ET).date()
         sessions = self.calendar.trading_days(first, self.days)
-        steps = [step for day in sessions for step in self._plan(day)]
+        self.drill_day = sessions[1] if len(sessions) > 1 else sessions[0]
+        steps = [(self.clock.now(), "backtest", self._backtest)]
+        steps += [step for day in sessions for step in self._plan(day)]
         with Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -148,11 +149,21 @@ class Demo:
 
         plan: list[tuple[datetime, str, Callable[[], Awaitable[State]]]] = [
             (open_ + timedelta(minutes=1), "futures_collection", self._collect),
-            (open_ + timedelta(hours=2), "position_reconciliation", self._reconcile),
+            (open_ + timedelta(hours=2, minutes=2), "position_reconciliation", self._reconcile),
             (close + timedelta(minutes=5), "futures_collection", self._collect),
             (at(time(17, 15)), "maintenance", self._maintain),
             (at(time(18, 30)), "variance_analysis", self._analyse),
         ]
+        cycles = [
+            open_ + timedelta(minutes=5) + timedelta(minutes=self.cycle_minutes) * i
+            for i in range(24 * 60 // self.cycle_minutes)
+        ]
+        cycles = [t for t in cycles if t <= close - timedelta(minutes=10)]
+        for i, t in enumerate(cycles):
+            if day == self.drill_day and i == 1:
+                plan.append((t, "trading_cycle", self._cycle_with_bad_greeks))
+            else:
+                plan.append((t, "trading_cycle", self._cycle))
         return sorted(plan, key=lambda step: step[0])
 
     def _advance_to(self, when: datetime) -> None:
@@ -160,6 +171,29 @@ class Demo:
         now = self.clock.now()
         if when > now:
             self.gateway.advance(when - now)
+
+    async def _backtest(self) -> State:
+        """The historical side for tonight's variance analysis: V6's own cycle over the
+        sessions before the demo's first day (one cycle a session keeps it short)."""
+        first = self.clock.now().astimezone(ET).date()
+        start = self.calendar.sessions_before(first, BACKTEST_SESSIONS)[0]
+        return await backtest(
+            days=BACKTEST_SESSIONS, start=start, cycle_minutes=390, return_state=True
+        )
+
+    async def _cycle(self) -> State:
+        return await trading_cycle(return_state=True)
+
+    async def _cycle_with_bad_greeks(self) -> State:
+        """Breaker drill: the gateway sends NaN greeks for one cycle; the rules cannot decide
+        (NO_DATA), the data-quality rate trips the breaker, later cycles run exits only, and
+        a half-open probe after the cool-down closes it again."""
+        assert self.gateway is not None
+        self.gateway.nan_greeks(True)
+        try:
+            return await trading_cycle(return_state=True)
+        finally:
+            self.gateway.nan_greeks(False)
 
     async def _collect(self) -> State:
         return await futures_collection(return_state=True)
@@ -175,18 +209,28 @@ class Demo:
 
 
 def quiet_prefect_console() -> None:
-    """Keep the terminal for the demo's progress: Prefect's console handlers show warnings
-    only. Run logs still reach the API in full, so the Prefect UI shows everything."""
+    """Keep the terminal for the demo's progress: Prefect's console handler (on the root
+    logger, where flow and task run logs propagate) shows warnings only. Run logs still
+    reach the API in full, so the Prefect UI shows everything."""
+    from prefect.logging.configuration import setup_logging
     from prefect.logging.handlers import PrefectConsoleHandler
 
-    for name in list(logging.root.manager.loggerDict):
-        if name == "prefect" or name.startswith("prefect."):
-            for handler in logging.getLogger(name).handlers:
-                if isinstance(handler, PrefectConsoleHandler):
-                    handler.setLevel(logging.WARNING)
+    setup_logging()  # idempotent; make sure the handlers exist before adjusting them
+    loggers = [logging.getLogger()] + [
+        logging.getLogger(name)
+        for name in list(logging.root.manager.loggerDict)
+        if name == "prefect" or name.startswith("prefect.")
+    ]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, PrefectConsoleHandler):
+                handler.setLevel(logging.WARNING)
 
 
-def run_demo(settings: Settings, console: Console, days: int = 3) -> None:
+def run_demo(settings: Settings, console: Console, days: int = 3, cycle_minutes: int = 60) -> None:
+    # The demo promises nothing leaves this machine: the temporary Prefect server it starts
+    # (a subprocess, which reads this environment) sends no telemetry.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     quiet_prefect_console()
     console.rule("[bold]V6 demo")
     console.print(
@@ -198,7 +242,14 @@ def run_demo(settings: Settings, console: Console, days: int = 3) -> None:
     store.ensure_all()
     checked = self_check(store.registry, console)
     console.print(f"[green]✓[/green] {checked} Delta tables ready; write/read-back verified")
-    demo = Demo(settings, console, days)
+    if not settings.sim.regimes and days >= 3:  # end the demo on a crash day: exits at work
+        last = MarketCalendar(settings.schedules).trading_days(
+            date.fromisoformat(settings.sim.start), days
+        )[-1]
+        settings = settings.model_copy(
+            update={"sim": settings.sim.model_copy(update={"regimes": {last.isoformat(): "crash"}})}
+        )
+    demo = Demo(settings, console, days, cycle_minutes)
     asyncio.run(demo.run())
     print_summary(demo, console)
 
@@ -212,6 +263,62 @@ def print_summary(demo: Demo, console: Console) -> None:
     for flow, state, n in counts.iter_rows():
         table.add_row(flow, state, str(n))
     console.print(table)
+
+    store = demo.store
+    strategies = store.read("strategies").collect()
+    opened = strategies.filter(pl.col("opened_at").is_not_null()).height
+    closed = strategies.filter(pl.col("status") == "CLOSED").height
+    trades = store.read("trades").collect()
+    realised = float(trades.get_column("pnl").sum()) if trades.height else 0.0
+    account = demo.exchange.account_summary()
+    start_cash = demo.settings.sim.net_liquidation
+    transitions = store.read("risk_state").collect().sort("seq")
+    reports = sorted(Path(demo.settings.storage.reports_dir).glob("variance-*.html"))
+
+    by_type = Table(title="strategies by type")
+    for col in ("type", "opened", "closed", "realised P&L (USD)"):
+        by_type.add_column(col)
+    pnl = trades.group_by("strategy_type").agg(pl.col("pnl").sum()) if trades.height else None
+    counts_by_type = (
+        strategies.group_by("strategy_type")
+        .agg(
+            opened=pl.col("opened_at").is_not_null().sum(),
+            closed=(pl.col("status") == "CLOSED").sum(),
+        )
+        .sort("strategy_type")
+    )
+    for kind, n_open, n_closed in counts_by_type.iter_rows():
+        value = (
+            pnl.filter(pl.col("strategy_type") == kind).get_column("pnl").sum()
+            if pnl is not None
+            else 0.0
+        )
+        by_type.add_row(kind, str(n_open), str(n_closed), f"{value:,.2f}")
+    if counts_by_type.height:
+        console.print(by_type)
+
+    facts = Table(title="what V6 did", show_header=False)
+    facts.add_column("what")
+    facts.add_column("value")
+    facts.add_row("strategies opened / closed", f"{opened} / {closed}")
+    facts.add_row("realised P&L (closed trades)", f"{realised:,.2f} USD")
+    facts.add_row(
+        "net liquidation", f"{account.net_liquidation:,.2f} USD (start {start_cash:,.2f})"
+    )
+    for row in transitions.iter_rows(named=True):
+        facts.add_row(
+            f"breaker {row['from_state']} -> {row['to_state']}",
+            f"{row['ts'].astimezone(ET):%a %m-%d %H:%M}: {str(row['reason'])[:90]}",
+        )
+    backtests = store.read("backtest_predictions").select("run_id").unique().collect()
+    historical = store.read("backtest_trades").collect()
+    facts.add_row(
+        "backtest (historical side)",
+        f"{backtests.height} run(s): {historical.height} closed trade(s) to compare against",
+    )
+    if reports:
+        facts.add_row("variance report", str(reports[-1].resolve()))
+    console.print(facts)
     console.rule("[bold]done")
     console.print(
         "See every run in the Prefect UI: `prefect server start`, then open "
