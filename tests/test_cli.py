@@ -22,7 +22,7 @@ def v6(
         env=full_env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,  # the demo runs a simulated day through every flow
     )
 
 
@@ -74,6 +74,19 @@ def test_demo_runs_a_simulated_day_through_the_flows(tmp_path: Path) -> None:
     store = DeltaStore(tmp_path / "data")
     assert store.read("futures_bars").collect().height > 0  # collected through IBBroker
     assert store.read("underlying_bars").collect().height > 0
+    # trading cycles traded, and the breaker drill tripped it and a probe closed it again
+    assert "CircuitTripped" in result.stdout and "HalfOpenProbe" in result.stdout
+    assert store.read("strategies").collect().height > 0
+    moves = store.read("risk_state").collect().sort("seq")
+    assert [(a, b) for a, b in moves.select("from_state", "to_state").iter_rows()] == [
+        ("CLOSED", "OPEN"),
+        ("OPEN", "HALF_OPEN"),
+        ("HALF_OPEN", "CLOSED"),
+    ]
+    # the historical side (a backtest of the sessions before) and the nightly report
+    assert store.read("backtest_predictions").collect().height > 0
+    assert list((tmp_path / "reports").glob("variance-*.html"))
+    assert " INFO " not in result.stderr  # Prefect's run logs stay in the UI, not the terminal
 
 
 def test_config_example_matches_shipped_file(tmp_path: Path) -> None:

@@ -92,11 +92,42 @@ def tables(config: ConfigOption = None) -> None:
 def demo(
     config: ConfigOption = None,
     days: Annotated[int, typer.Option(min=1, max=20, help="simulated trading days")] = 3,
+    cycle_minutes: Annotated[
+        int, typer.Option(min=5, max=390, help="simulated minutes between trading cycles")
+    ] = 60,
 ) -> None:
     """Run V6 end to end on the simulator: gateway, every flow, breaker trip and recovery."""
     from v6.deployments.demo import run_demo
 
-    run_demo(_settings(config), console, days=days)
+    run_demo(_settings(config), console, days=days, cycle_minutes=cycle_minutes)
+
+
+@app.command("chaos")
+def chaos(
+    config: ConfigOption = None,
+    days: Annotated[int, typer.Option(min=1, help="simulated trading days")] = 5,
+    seed: Annotated[int, typer.Option(help="fault-plan and market seed (replays a run)")] = 1,
+    cycle_minutes: Annotated[int, typer.Option(min=5, help="simulated minutes per cycle")] = 120,
+    rate: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="chance of a fault per cycle after the first round"),
+    ] = 0.3,
+    keep: Annotated[
+        Path | None, typer.Option(help="keep the soak's Delta tables here (default: scratch)")
+    ] = None,
+) -> None:
+    """Soak the full system under seeded faults; exit 1 with the seed on the first violation."""
+    from v6.deployments.chaos import run_chaos_cli
+
+    report = run_chaos_cli(
+        _settings(config), console, days=days, seed=seed, cycle_minutes=cycle_minutes,
+        rate=rate, keep=keep,
+    )  # fmt: skip
+    if not report.ok:
+        err_console.print(
+            f"[red]chaos violation[/red] (seed {seed}): {escape(str(report.violation))}"
+        )
+        raise typer.Exit(1)
 
 
 @app.command("serve")

@@ -1,0 +1,1 @@
+"""Chaos soak: the full system over many simulated days under seeded faults."""
