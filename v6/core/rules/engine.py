@@ -103,7 +103,10 @@ def evaluate(
     for stage in plan.stages:
         if stage:
             lf = lf.with_columns(stage)
-    frame = _collect_main(lf.drop(cs.starts_with("_f_", "_applies_")))
+    # One contiguous chunk per column: polars 2.1 panics ("assertion failed: i < self.len()")
+    # formatting reason text over a filtered frame whose columns are chunked differently,
+    # which the snapshot's own layout and the streaming engine's morsels can both produce.
+    frame = _collect_main(lf.drop(cs.starts_with("_f_", "_applies_"))).rechunk()
     check_vocabulary(frame)
     out = frame.with_columns(
         _reasons(frame, plan).alias("reason"),
