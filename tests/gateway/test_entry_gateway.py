@@ -1,6 +1,7 @@
 """The entry pipeline's executor over the production path: IBBroker + ib_async against the
 gateway simulator. An iron condor fills as one BAG, a timeout cancels cleanly, a partial
-fill is completed, and a dropped acknowledgement does not double the order."""
+fill is completed or unwound (by policy), and a dropped acknowledgement does not double
+the order."""
 
 from __future__ import annotations
 
@@ -45,12 +46,14 @@ async def candidate(exchange: SimExchange, quantity: int = 1) -> Candidate:
     return cand.with_quantity(quantity) if quantity != 1 else cand
 
 
-def executor(broker: IBBroker, gateway: GatewayServer, store: MemoryStore) -> ComboExecutor:
+def executor(
+    broker: IBBroker, gateway: GatewayServer, store: MemoryStore, settings: Settings = SETTINGS
+) -> ComboExecutor:
     async def wait(seconds: float) -> None:
         gateway.advance(timedelta(seconds=seconds))  # simulated time; pushes fills
         await asyncio.sleep(0)
 
-    return ComboExecutor(broker, store, gateway.exchange.market.clock, SETTINGS, wait=wait)
+    return ComboExecutor(broker, store, gateway.exchange.market.clock, settings, wait=wait)
 
 
 def orders(exchange: SimExchange) -> list[OrderState]:
@@ -124,6 +127,28 @@ async def test_partial_fill_is_completed_over_the_wire(
     assert [o.filled for o in orders(exchange) if o.filled] == [1, 2]
     assert positions(exchange) == {leg.contract.con_id: 3 * leg.ratio for leg in cand.legs}
     assert store.read("fills").collect()["quantity"].abs().sum() == 12
+
+
+async def test_partial_fill_is_unwound_over_the_wire(
+    broker: IBBroker, exchange: SimExchange, gateway: GatewayServer
+) -> None:
+    """Under the unwind policy the filled unit is closed again: no half strategy is left."""
+    unwind = SETTINGS.model_copy(
+        update={
+            "strategies": SETTINGS.strategies.model_copy(update={"partial_fill_policy": "unwind"})
+        }
+    )
+    cand = await candidate(exchange, quantity=3)
+    arm_partial_at_natural(broker, exchange, gateway)
+    store = MemoryStore()
+    result = await executor(broker, gateway, store, unwind).execute_entry(cand)
+    assert result.status is ExecStatus.UNWOUND and result.filled == 1
+    assert result.unwind is not None and result.unwind.status is ExecStatus.FILLED
+    assert positions(exchange) == {}
+    assert exchange.open_orders() == []
+    assert store.read("strategies").collect()["status"].to_list() == ["CLOSED"]
+    fills = store.read("fills").collect()
+    assert fills["quantity"].sum() == 0 and fills["quantity"].abs().sum() == 8  # 4 legs in, out
 
 
 async def test_dropped_ack_does_not_double_the_order(
