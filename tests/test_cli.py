@@ -76,6 +76,7 @@ def test_demo_runs_a_simulated_day_through_the_flows(tmp_path: Path) -> None:
     assert store.read("underlying_bars").collect().height > 0
     # trading cycles traded, and the breaker drill tripped it and a probe closed it again
     assert "CircuitTripped" in result.stdout and "HalfOpenProbe" in result.stdout
+    assert "ExitsOnly" in result.stdout  # the cycle inside the cool-down: exits only
     assert store.read("strategies").collect().height > 0
     moves = store.read("risk_state").collect().sort("seq")
     assert [(a, b) for a, b in moves.select("from_state", "to_state").iter_rows()] == [

@@ -46,6 +46,7 @@ from v6.flows.variance_analysis import variance_analysis
 
 ET = ZoneInfo("America/New_York")
 BACKTEST_SESSIONS = 10
+DRILL_FOLLOW_UP_MIN = 10  # a cycle this long after the drill's trip, inside the cool-down
 
 
 @dataclass
@@ -162,6 +163,11 @@ class Demo:
         for i, t in enumerate(cycles):
             if day == self.drill_day and i == 1:
                 plan.append((t, "trading_cycle", self._cycle_with_bad_greeks))
+                # the scheduler's next tick (every 5 min in production) lands while the
+                # breaker is open: exits only (or CircuitOpen without reducing mode)
+                if self.cycle_minutes > DRILL_FOLLOW_UP_MIN:
+                    follow_up = t + timedelta(minutes=DRILL_FOLLOW_UP_MIN)
+                    plan.append((follow_up, "trading_cycle", self._cycle))
             else:
                 plan.append((t, "trading_cycle", self._cycle))
         return sorted(plan, key=lambda step: step[0])
@@ -186,8 +192,9 @@ class Demo:
 
     async def _cycle_with_bad_greeks(self) -> State:
         """Breaker drill: the gateway sends NaN greeks for one cycle; the rules cannot decide
-        (NO_DATA), the data-quality rate trips the breaker, later cycles run exits only, and
-        a half-open probe after the cool-down closes it again."""
+        (NO_DATA), the data-quality rate trips the breaker, the next cycle runs exits only
+        (ExitsOnly; CircuitOpen without reducing mode), and a half-open probe after the
+        cool-down closes it again."""
         assert self.gateway is not None
         self.gateway.nan_greeks(True)
         try:
