@@ -266,6 +266,18 @@ def seed_book(root: Path, trades: list[tuple[str, datetime, float]]) -> DeltaSto
     return store
 
 
+def test_status_says_none_open_once_every_strategy_is_closed(
+    capsys: pytest.CaptureFixture[str], workdir: Path, no_server: None
+) -> None:
+    store = DeltaStore(str(workdir / "data"))
+    closed = REGISTRY["strategies"].example().with_columns(status=pl.lit("CLOSED"))
+    store.merge("strategies", closed)
+    code, out, _ = v6(capsys, "status")
+    assert code == 0
+    assert "none open (1 strategy on record" in out
+    assert "no positions recorded yet" not in out
+
+
 def test_status_shows_positions_pnl_breaker_and_no_server(
     capsys: pytest.CaptureFixture[str], workdir: Path, no_server: None
 ) -> None:

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from v6.core.book.ledger import Book
 from v6.core.config import Settings
 from v6.core.risk.breaker import (
     Breaker,
@@ -139,14 +140,17 @@ def print_breaker_status(settings: Settings, console: Console) -> BreakerStatus:
 
 def open_positions(store: DeltaStore) -> pl.DataFrame:
     """Open legs with their quantity derived from fills (empty if the book has none)."""
-    try:
-        from v6.core.book.ledger import Book
-    except ImportError:  # the book package is optional for status
-        return pl.DataFrame()
     legs = Book(store).leg_positions(open_only=True)
     if legs.is_empty():
         return legs
     return legs.filter(pl.col("quantity") != 0)
+
+
+def strategies_on_record(store: DeltaStore) -> int:
+    """How many strategies the book has ever held (0 before the first entry)."""
+    if not store.exists("strategies"):
+        return 0
+    return store.read("strategies", columns=["strategy_id"]).collect().height
 
 
 def positions_table(legs: pl.DataFrame) -> Table:
@@ -351,10 +355,13 @@ def print_status(settings: Settings, console: Console, now: datetime | None = No
         console.print(f"breaker: [bold red]UNAVAILABLE[/bold red] — {exc}; nothing trades")
 
     legs = open_positions(store)
-    if legs.is_empty():
-        console.print("positions: no positions recorded yet")
-    else:
+    if not legs.is_empty():
         console.print(positions_table(legs))
+    elif n := strategies_on_record(store):
+        noun = "strategy" if n == 1 else "strategies"
+        console.print(f"positions: none open ({n} {noun} on record, all closed or unfilled)")
+    else:
+        console.print("positions: no positions recorded yet")
     for line in pnl_lines(pnl_summary(store, now, tz), tz):
         console.print(f"P&L: {line}")
 
