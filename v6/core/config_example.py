@@ -14,6 +14,7 @@ from v6.core.config import Settings
 
 _UNITS = (
     ("_pct", "percent"),
+    ("_per_s", "per second"),  # before "_s": a rate, not a duration
     ("_s", "seconds"),
     ("_minutes", "minutes"),
     ("_every_min", "minutes"),
