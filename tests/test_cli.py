@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -94,3 +95,31 @@ def test_config_example_matches_shipped_file(tmp_path: Path) -> None:
     result = v6("config", "example", cwd=tmp_path)
     shipped = (Path(__file__).resolve().parents[1] / "v6.example.toml").read_text()
     assert result.stdout == shipped
+
+
+@pytest.mark.gateway
+def test_chaos_runs_a_seeded_soak_and_prints_its_report(tmp_path: Path) -> None:
+    """`v6 chaos` as a user runs it: one session, a fixed seed, the report on stdout, exit 0
+    when clean; the kept tables hold the soak's cycles."""
+    keep = tmp_path / "soak"
+    result = v6(
+        "chaos", "--days", "1", "--seed", "4", "--cycle-minutes", "60", "--keep", str(keep),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "chaos seed=4 days=1" in result.stdout
+    assert "result: CLEAN" in result.stdout
+    assert "faults (planned/fired/handled):" in result.stdout
+    assert "per simulated day" in result.stdout
+    from v6.core.store import DeltaStore
+
+    # 09:35..15:35 hourly = 7 cycles; each records its health, except one killed mid-cycle
+    killed = re.search(r"Killed=(\d+)", result.stdout)
+    health = DeltaStore(keep).read("cycle_health").collect()
+    assert health.height == 7 - (int(killed.group(1)) if killed else 0)
+
+
+def test_chaos_refuses_bad_arguments_in_one_line(tmp_path: Path) -> None:
+    result = v6("chaos", "--days", "0", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "--days" in result.stderr
