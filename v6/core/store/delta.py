@@ -32,7 +32,8 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from v6.core.config import Settings
-from v6.core.store.errors import CommitConflictError, UnknownTableError
+from v6.core.store.errors import CommitConflictError
+from v6.core.store.naming import TableNaming, narrowed
 from v6.core.store.registry import REGISTRY
 from v6.core.store.spec import TableSpec
 from v6.core.store.validation import prepare
@@ -62,7 +63,7 @@ class TableStats:
     size_bytes: int
 
 
-class DeltaStore:
+class DeltaStore(TableNaming):
     """The Delta tables under one root (a local directory or an `s3://` URI)."""
 
     def __init__(
@@ -101,18 +102,7 @@ class DeltaStore:
             checkpoint_interval=st.checkpoint_interval,
         )
 
-    # -- naming ------------------------------------------------------------------------
-    def spec(self, name: str) -> TableSpec:
-        try:
-            return self.registry[name]
-        except KeyError:
-            known = ", ".join(sorted(self.registry))
-            raise UnknownTableError(f"unknown table '{name}'; known tables: {known}") from None
-
-    def uri(self, name: str) -> str:
-        self.spec(name)
-        return f"{self.root}/{name}"
-
+    # -- access (spec/uri: TableNaming) ---------------------------------------------
     def _options(self) -> dict[str, str] | None:
         return self.storage_options or None
 
@@ -357,11 +347,7 @@ class DeltaStore:
         spec = self.spec(name)
         table = self._open(name)
         lf = spec.empty().lazy() if table is None else pl.scan_delta(table)
-        if where is not None:
-            lf = lf.filter(where)
-        if columns is not None:
-            lf = lf.select(columns)
-        return lf
+        return narrowed(lf, where, columns)
 
     def history(self, name: str, limit: int | None = None) -> list[dict[str, Any]]:
         table = self._open(name)

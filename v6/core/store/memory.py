@@ -39,7 +39,8 @@ from typing import Any
 import polars as pl
 
 from v6.core.store.delta import TableStats, WriteResult
-from v6.core.store.errors import SchemaViolation, UnknownTableError
+from v6.core.store.errors import SchemaViolation
+from v6.core.store.naming import TableNaming, narrowed
 from v6.core.store.registry import REGISTRY
 from v6.core.store.spec import TableSpec
 from v6.core.store.validation import check_values, prepare
@@ -57,7 +58,7 @@ class _Table:
     log: list[dict[str, Any]] = field(default_factory=list)  # oldest first
 
 
-class MemoryStore:
+class MemoryStore(TableNaming):
     """An in-memory store with `DeltaStore`'s API and semantics (see the module doc).
 
     `root` only names the store (`uri` = `root/name`): it is a `memory://` URI, so code that
@@ -87,19 +88,7 @@ class MemoryStore:
         """The current frame of every existing table (a snapshot, for tests and exports)."""
         return {name: t.frame for name, t in self._tables.items()}
 
-    # -- naming ------------------------------------------------------------------------
-    def spec(self, name: str) -> TableSpec:
-        try:
-            return self.registry[name]
-        except KeyError:
-            known = ", ".join(sorted(self.registry))
-            raise UnknownTableError(f"unknown table '{name}'; known tables: {known}") from None
-
-    def uri(self, name: str) -> str:
-        self.spec(name)
-        return f"{self.root}/{name}"
-
-    # -- lifecycle -----------------------------------------------------------------------
+    # -- lifecycle (spec/uri: TableNaming) ------------------------------------------
     def exists(self, name: str) -> bool:
         return name in self._tables
 
@@ -230,12 +219,7 @@ class MemoryStore:
         """A lazy frame over the table as it is now (later writes do not change it)."""
         spec = self.spec(name)
         table = self._tables.get(name)
-        lf = (spec.empty() if table is None else table.frame).lazy()
-        if where is not None:
-            lf = lf.filter(where)
-        if columns is not None:
-            lf = lf.select(columns)
-        return lf
+        return narrowed((spec.empty() if table is None else table.frame).lazy(), where, columns)
 
     def history(self, name: str, limit: int | None = None) -> list[dict[str, Any]]:
         """Commits, newest first (like `DeltaTable.history`)."""
