@@ -89,6 +89,7 @@ def test_demo_runs_a_simulated_day_through_the_flows(tmp_path: Path) -> None:
     assert store.read("backtest_predictions").collect().height > 0
     assert list((tmp_path / "reports").glob("variance-*.html"))
     assert " INFO " not in result.stderr  # Prefect's run logs stay in the UI, not the terminal
+    assert "telemetry" not in result.stderr  # the temporary server phones nowhere
 
 
 def test_config_example_matches_shipped_file(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ a traceback means a bug in V6.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -287,6 +288,9 @@ def _human_bytes(n: int) -> str:
 
 def main() -> None:
     """Console entry point: user errors become one clear line, exit code 2."""
+    # Nothing leaves this machine: a temporary Prefect server that a command starts (a
+    # subprocess, which reads this environment) sends no telemetry. A user's own setting wins.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     try:
         app()
     except ConfigError as exc:

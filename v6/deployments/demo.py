@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shutil
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping
@@ -235,9 +234,6 @@ def quiet_prefect_console() -> None:
 
 
 def run_demo(settings: Settings, console: Console, days: int = 3, cycle_minutes: int = 60) -> None:
-    # The demo promises nothing leaves this machine: the temporary Prefect server it starts
-    # (a subprocess, which reads this environment) sends no telemetry.
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     quiet_prefect_console()
     console.rule("[bold]V6 demo")
     console.print(
