@@ -21,7 +21,7 @@ from v6.core.store import (
     UnknownTableError,
     WriteResult,
 )
-from v6.core.store.memory import MemoryStore
+from v6.core.store.memory import MAX_CHUNKS, MemoryStore
 
 T0 = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
 Store = DeltaStore | MemoryStore
@@ -269,3 +269,16 @@ def test_eager_by_default_like_delta() -> None:
     with pytest.raises(SchemaViolation, match="quantity"):
         store.merge("orders", orders(["a"], quantity=[0]))
     assert not store.read("orders").collect().height and store.pending_rows == 0
+
+
+def test_many_appends_stay_compact_and_read_the_same() -> None:
+    """Appends are compacted once a column holds more than MAX_CHUNKS chunks."""
+    store = MemoryStore()
+    row = store.spec("cycle_health").example()
+    assert row is not None
+    rows = [row.with_columns(run_id=pl.lit(f"r{i}")) for i in range(3 * MAX_CHUNKS)]
+    for r in rows:
+        store.append("cycle_health", r)
+    frame = store.tables["cycle_health"]
+    assert max(frame.n_chunks("all")) <= MAX_CHUNKS
+    assert frame.get_column("run_id").to_list() == [f"r{i}" for i in range(3 * MAX_CHUNKS)]

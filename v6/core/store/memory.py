@@ -48,6 +48,7 @@ from v6.core.store.validation import check_values, prepare
 _ROW = "__v6_row"  # a row's position, to apply updates in place
 _NEW = "__new"  # suffix of a batch value next to the stored one
 _ids = itertools.count(1)
+MAX_CHUNKS = 32  # per column; more and a write compacts the table into one
 
 
 @dataclass
@@ -107,6 +108,10 @@ class MemoryStore(TableNaming):
         return self._tables[name]
 
     def _commit(self, table: _Table, frame: pl.DataFrame, operation: str) -> int:
+        # Each append adds a chunk; a year's backtest would leave thousands per table, and
+        # every read of the book would pay for them. Compact, like Delta's nightly optimize.
+        if frame.n_chunks("all") and max(frame.n_chunks("all")) > MAX_CHUNKS:
+            frame = frame.rechunk()
         table.frame = frame
         table.version += 1
         table.log.append(_entry(table.version, operation))
