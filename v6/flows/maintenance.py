@@ -14,7 +14,7 @@ from prefect import flow, get_run_logger
 from prefect.states import Failed, State
 
 from v6.core.runtime import current_runtime
-from v6.core.store.maintenance import MaintenanceResult, results_frame
+from v6.core.store.maintenance import MaintenanceResult, failed_result, results_frame
 from v6.tasks.maintenance import maintain_one_table, publish_maintenance_artifacts
 
 
@@ -42,27 +42,7 @@ async def maintenance(
             results.append(await maintain_one_table(name, retention, today))
         except Exception as exc:  # recorded; the other tables still get maintained
             log.error("maintenance of %s failed: %s", name, exc)
-            stats = store.stats(name)
-            results.append(
-                MaintenanceResult(
-                    table=name,
-                    version_before=stats.version,
-                    version_after=stats.version,
-                    files_before=stats.files,
-                    files_after=stats.files,
-                    bytes_before=stats.size_bytes,
-                    bytes_after=stats.size_bytes,
-                    disk_files_before=None,
-                    disk_files_after=None,
-                    disk_bytes_before=None,
-                    disk_bytes_after=None,
-                    files_compacted=0,
-                    files_written=0,
-                    files_vacuumed=0,
-                    seconds=0.0,
-                    error=f"{type(exc).__name__}: {exc}",
-                )
-            )
+            results.append(failed_result(store, name, exc))
     frame = results_frame(results)
     await publish_maintenance_artifacts(frame, retention)
     summary = {

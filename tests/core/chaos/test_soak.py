@@ -153,8 +153,10 @@ def test_short_soak_stays_clean_and_every_fault_fires(
         "breaker_trips",
         "tables_valid",
         "concurrent_writer",
+        "maintenance_ok",
     ):
         assert report.checks[check] >= 1, f"{check} never ran\n{text}"
+    assert report.maintenance_runs == report.days, text  # nightly, as in production
     assert report.wall_s > 0 and "per simulated day" in text  # reported, never a timed test
 
 

@@ -7,7 +7,8 @@ Delta store on disk and a SimClock the soak moves between cycles. Each cycle is
 each step in a task), so a clean soak says the flow's code path survives the faults.
 
 After every cycle the invariants run; the first violation stops the soak with the seed
-(replay it with `v6 chaos --seed S`). The report counts faults injected and fired, checks
+(replay it with `v6 chaos --seed S`). After each session the nightly maintenance runs on
+the same tables, as in production. The report counts faults injected and fired, checks
 run, breaker trips and recoveries, restarts and the wall time per simulated day.
 """
 
@@ -56,6 +57,7 @@ from v6.core.sim.exchange import SimExchange, build_exchange
 from v6.core.sim.gateway.client import simulator_broker_settings
 from v6.core.sim.gateway.server import GatewayServer
 from v6.core.store.delta import DeltaStore
+from v6.core.store.maintenance import maintain
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,7 @@ class ChaosReport:
     trip_reasons: Counter[str] = field(default_factory=Counter)
     recoveries: int = 0
     restarts: int = 0
+    maintenance_runs: int = 0
     conflict_rows: int = 0
     orders: int = 0
     wall_s: float = 0.0
@@ -105,7 +108,8 @@ class ChaosReport:
             f"result: {'CLEAN' if self.ok else 'VIOLATION: ' + str(self.violation)}",
             f"wall {self.wall_s:.1f}s, {self.seconds_per_day:.2f}s per simulated day",
             f"breaker: {self.trips} trip(s), {self.recoveries} recovery(ies); "
-            f"restarts after kill: {self.restarts}; concurrent-writer rows: {self.conflict_rows}",
+            f"restarts after kill: {self.restarts}; concurrent-writer rows: {self.conflict_rows}; "
+            f"nightly maintenance runs: {self.maintenance_runs}",
             "trip reasons: " + ", ".join(f"{k}={v}" for k, v in self.trip_reasons.most_common()),
             "outcomes: " + ", ".join(f"{k}={v}" for k, v in sorted(self.outcomes.items())),
             "faults (planned/fired/handled):",
@@ -364,7 +368,7 @@ class Soak:
                 t = run.transition
                 if t.is_trip:
                     self.report.trips += 1
-                    self.report.trip_reasons[t.reason.split(":")[0][:40]] += 1
+                    self.report.trip_reasons[t.trigger] += 1
                 elif t.to_state is BreakerState.CLOSED:
                     self.report.recoveries += 1
             if run.health is not None:
@@ -376,7 +380,29 @@ class Soak:
                     watch.reset_streak()
         last_of_day = i + 1 == len(self.times) or self.times[i + 1].date() != day
         if last_of_day:
+            self._nightly(store, settings, rt.clock.now().date(), run_id)
             self._check("tables_valid", inv.tables_valid(store), run_id)
+
+    def _nightly(self, store: DeltaStore, settings: Settings, today: date, run_id: str) -> None:
+        """The maintenance flow's work after the session, as production runs it nightly
+        (compact closed partitions, checkpoint, vacuum): without it a long soak measures a
+        store no deployment would have. A table it cannot maintain is a violation."""
+        results = maintain(
+            store,
+            retention_hours=settings.storage.vacuum_retention_hours,
+            closed_before=today,
+            enforce_retention=False,
+        )
+        self.report.maintenance_runs += 1
+        failed = results.filter(pl.col("error").is_not_null())
+        self._check(
+            "maintenance_ok",
+            [
+                f"nightly maintenance of {t} failed: {e}"
+                for t, e in failed.select("table", "error").iter_rows()
+            ],
+            run_id,
+        )
 
     def _watch(self, settings: Settings) -> inv.TripWatch:
         if self.trip_watch is None:

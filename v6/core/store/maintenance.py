@@ -301,23 +301,18 @@ def maintain(
             )
         except Exception as exc:  # recorded and reported; the flow decides the final state
             log.exception("maintenance of %s failed", name)
-            stats = store.stats(name)
-            rows.append(
-                _result(
-                    name,
-                    stats.version,
-                    stats,
-                    stats,
-                    None,
-                    None,
-                    0,
-                    0,
-                    0,
-                    0.0,
-                    error=f"{type(exc).__name__}: {exc}",
-                )
-            )
+            rows.append(failed_result(store, name, exc))
     return results_frame(rows)
+
+
+def failed_result(store: DeltaStore, name: str, exc: Exception) -> MaintenanceResult:
+    """The row for a table whose maintenance raised: unchanged numbers and the error, so one
+    broken table is reported beside the others instead of stopping them."""
+    stats = store.stats(name)
+    return _result(
+        name, stats.version, stats, stats, None, None, 0, 0, 0, 0.0,
+        error=f"{type(exc).__name__}: {exc}",
+    )  # fmt: skip
 
 
 def results_frame(rows: Sequence[MaintenanceResult]) -> pl.DataFrame:
