@@ -59,7 +59,6 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 import polars as pl
 
-from v6.core.book.ledger import MemoryStore
 from v6.core.broker.sim import SimBroker
 from v6.core.config import Settings
 from v6.core.cycle import identity, run_trading_cycle
@@ -68,6 +67,7 @@ from v6.core.marketdata.iv_history import backfill_iv_history
 from v6.core.runtime import Runtime, use_runtime
 from v6.core.sim.exchange import SimExchange, build_exchange
 from v6.core.store import DeltaStore
+from v6.core.store.memory import MemoryStore
 from v6.core.strategy.candidates import Candidate, build_candidates
 from v6.core.strategy.chain import snapshot_chain
 

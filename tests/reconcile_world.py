@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import polars as pl
 
-from v6.core.book.ledger import Book, MemoryStore, TableStore
+from v6.core.book.ledger import Book, TableStore
 from v6.core.book.model import IntentPurpose, LegSpec, StrategyType
 from v6.core.book.refs import make_order_ref
 from v6.core.clock import SimClock
@@ -27,6 +27,7 @@ from v6.core.domain import (
 )
 from v6.core.reconcile import BrokerFrames, ReconcileResult, reconcile
 from v6.core.sim.exchange import SimExchange, build_exchange
+from v6.core.store.memory import MemoryStore
 
 OVERLAP = timedelta(hours=1)
 

@@ -11,7 +11,6 @@ from datetime import timedelta
 import polars as pl
 import pytest
 
-from v6.core.book.ledger import MemoryStore
 from v6.core.broker.ib import IBBroker
 from v6.core.broker.sim import SimBroker
 from v6.core.config import Settings
@@ -20,6 +19,7 @@ from v6.core.execution.combo import combo_quote
 from v6.core.execution.executor import ComboExecutor, ExecStatus
 from v6.core.sim.exchange import SimExchange
 from v6.core.sim.gateway.server import GatewayServer
+from v6.core.store.memory import MemoryStore
 from v6.core.strategy.candidates import Candidate, build_candidates
 from v6.core.strategy.chain import snapshot_chain
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
-from v6.core.book.ledger import Book, MemoryStore
+from v6.core.book.ledger import Book
 from v6.core.book.model import IntentPurpose, LegSpec, StrategyType
 from v6.core.book.refs import make_order_ref
 from v6.core.clock import SimClock
@@ -21,6 +21,7 @@ from v6.core.domain import (
     Position,
 )
 from v6.core.reconcile import BrokerFrames, ReconcileResult, reconcile
+from v6.core.store.memory import MemoryStore
 
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 EXPIRY = date(2026, 4, 17)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from v6.core.book.ledger import MemoryStore
 from v6.core.broker.base import BrokerError, ErrorClass
 from v6.core.broker.sim import SimBroker
 from v6.core.clock import Clock
@@ -14,6 +13,7 @@ from v6.core.domain import OrderRequest, OrderState
 from v6.core.execution.combo import combo_quote
 from v6.core.execution.executor import ComboExecutor
 from v6.core.sim.exchange import SimExchange
+from v6.core.store.memory import MemoryStore
 from v6.core.strategy.candidates import Candidate, build_candidates
 from v6.core.strategy.chain import snapshot_chain
 

@@ -42,7 +42,6 @@ from v6.core.reconcile import (
     reconcile,
     table_schema,
 )
-from v6.core.store.memory import MemoryStore as MemoryStore  # re-exported: tests, benchmarks
 
 log = logging.getLogger(__name__)
 UTC_US = pl.Datetime("us", "UTC")
