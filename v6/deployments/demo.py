@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from v6.core.backtest.run import cycle_times
 from v6.core.broker.ib import IBBroker
 from v6.core.calendar import MarketCalendar
 from v6.core.clock import SimClock
@@ -154,11 +155,7 @@ class Demo:
             (at(time(17, 15)), "maintenance", self._maintain),
             (at(time(18, 30)), "variance_analysis", self._analyse),
         ]
-        cycles = [
-            open_ + timedelta(minutes=5) + timedelta(minutes=self.cycle_minutes) * i
-            for i in range(24 * 60 // self.cycle_minutes)
-        ]
-        cycles = [t for t in cycles if t <= close - timedelta(minutes=10)]
+        cycles = cycle_times(self.calendar, day, timedelta(minutes=self.cycle_minutes))
         for i, t in enumerate(cycles):
             if day == self.drill_day and i == 1:
                 plan.append((t, "trading_cycle", self._cycle_with_bad_greeks))
@@ -269,8 +266,6 @@ def print_summary(demo: Demo, console: Console) -> None:
 
     store = demo.store
     strategies = store.read("strategies").collect()
-    opened = strategies.filter(pl.col("opened_at").is_not_null()).height
-    closed = strategies.filter(pl.col("status") == "CLOSED").height
     trades = store.read("trades").collect()
     realised = float(trades.get_column("pnl").sum()) if trades.height else 0.0
     account = demo.exchange.account_summary()
@@ -281,24 +276,25 @@ def print_summary(demo: Demo, console: Console) -> None:
     by_type = Table(title="strategies by type")
     for col in ("type", "opened", "closed", "realised P&L (USD)"):
         by_type.add_column(col)
-    pnl = trades.group_by("strategy_type").agg(pl.col("pnl").sum()) if trades.height else None
     counts_by_type = (
         strategies.group_by("strategy_type")
         .agg(
             opened=pl.col("opened_at").is_not_null().sum(),
             closed=(pl.col("status") == "CLOSED").sum(),
         )
+        .join(
+            trades.group_by("strategy_type").agg(pl.col("pnl").sum()),
+            on="strategy_type",
+            how="left",
+        )
+        .with_columns(pl.col("pnl").fill_null(0.0))
         .sort("strategy_type")
     )
-    for kind, n_open, n_closed in counts_by_type.iter_rows():
-        value = (
-            pnl.filter(pl.col("strategy_type") == kind).get_column("pnl").sum()
-            if pnl is not None
-            else 0.0
-        )
+    for kind, n_open, n_closed, value in counts_by_type.iter_rows():
         by_type.add_row(kind, str(n_open), str(n_closed), f"{value:,.2f}")
     if counts_by_type.height:
         console.print(by_type)
+    opened, closed = (int(counts_by_type.get_column(c).sum()) for c in ("opened", "closed"))
 
     facts = Table(title="what V6 did", show_header=False)
     facts.add_column("what")
