@@ -236,7 +236,7 @@ class TripWatch:
 
     def reset_streak(self) -> None:
         """A trip restarts the failure streak (the breaker counts failures since closing)."""
-        self.history = [(t, h) for t, h in self.history if h.ok] or []
+        self.history = [(t, h) for t, h in self.history if h.ok]
 
 
 def breaker_tripped(conditions: list[str], breaker: Breaker, run: CycleRun) -> list[str]:

@@ -110,7 +110,7 @@ class MemoryStore(TableNaming):
     def _commit(self, table: _Table, frame: pl.DataFrame, operation: str) -> int:
         # Each append adds a chunk; a year's backtest would leave thousands per table, and
         # every read of the book would pay for them. Compact, like Delta's nightly optimize.
-        if frame.n_chunks("all") and max(frame.n_chunks("all")) > MAX_CHUNKS:
+        if max(frame.n_chunks("all"), default=0) > MAX_CHUNKS:
             frame = frame.rechunk()
         table.frame = frame
         table.version += 1
