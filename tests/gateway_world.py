@@ -9,8 +9,9 @@ from dataclasses import fields
 from datetime import timedelta
 from typing import Any
 
-from v6.core.config import BrokerKind, BrokerSettings, MarketDataType, Settings
+from v6.core.config import BrokerSettings, Settings
 from v6.core.sim.exchange import SimExchange, build_exchange
+from v6.core.sim.gateway.client import simulator_broker_settings
 from v6.core.sim.gateway.server import GatewayServer
 
 
@@ -21,21 +22,19 @@ def make_exchange(**settings: Any) -> SimExchange:
 
 
 def broker_settings(gw: GatewayServer, **overrides: Any) -> BrokerSettings:
+    """The production path's settings for `gw` (`simulator_broker_settings`), with what these
+    tests pin: a small clientId range, 5 s requests, and IB's real pacing (tests that want
+    none pass `max_messages_per_s=0`)."""
     values: dict[str, Any] = {
-        "kind": BrokerKind.IB,
-        "host": "127.0.0.1",
-        "port": gw.port,
         "client_id_min": 100,
         "client_id_max": 109,
-        "market_data_type": MarketDataType.LIVE,
-        "connect_timeout_s": 5.0,
         "request_timeout_s": 5.0,
-        "snapshot_timeout_s": 2.0,
-        "reconnect_backoff_s": 0.05,
         "reconnect_max_attempts": 5,
+        "max_messages_per_s": 45,
     }
     values.update(overrides)
-    return BrokerSettings(**values)
+    port = values.pop("port", gw.port)  # a live port, to test the guard
+    return simulator_broker_settings(BrokerSettings(), port, **values)
 
 
 def same(a: object, b: object) -> bool:
