@@ -24,11 +24,11 @@ demo: setup
 	$(BIN)/v6 demo
 
 lint: setup
-	$(BIN)/ruff check v6 tests benchmarks
-	$(BIN)/ruff format --check v6 tests benchmarks
+	$(BIN)/ruff check core tasks flows deployments tests benchmarks
+	$(BIN)/ruff format --check core tasks flows deployments tests benchmarks
 
 typecheck: setup
-	$(BIN)/mypy v6/core
+	$(BIN)/mypy core
 
 # pytest exits 5 when it collected nothing: a suite that ran no test is not a pass.
 pytest: setup

@@ -59,17 +59,17 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 import polars as pl
 
-from v6.core.broker.sim import SimBroker
-from v6.core.config import Settings
-from v6.core.cycle import identity, run_trading_cycle
-from v6.core.execution.executor import ComboExecutor
-from v6.core.marketdata.iv_history import backfill_iv_history
-from v6.core.runtime import Runtime, use_runtime
-from v6.core.sim.exchange import SimExchange, build_exchange
-from v6.core.store import DeltaStore
-from v6.core.store.memory import MemoryStore
-from v6.core.strategy.candidates import Candidate, build_candidates
-from v6.core.strategy.chain import snapshot_chain
+from core.broker.sim import SimBroker
+from core.config import Settings
+from core.cycle import identity, run_trading_cycle
+from core.execution.executor import ComboExecutor
+from core.marketdata.iv_history import backfill_iv_history
+from core.runtime import Runtime, use_runtime
+from core.sim.exchange import SimExchange, build_exchange
+from core.store import DeltaStore
+from core.store.memory import MemoryStore
+from core.strategy.candidates import Candidate, build_candidates
+from core.strategy.chain import snapshot_chain
 
 BOOK_TABLES = ("strategies", "legs", "order_intents", "orders", "fills", "predictions")
 TARGETS = (30, 34, 38, 42, 50, 54, 58)  # opened at; none at the cycle's own 45-DTE expiry
@@ -221,7 +221,7 @@ def main() -> None:
     rt0, ex0 = build_world(base / "world", args.seed, args.strategies)
     log(f"built the world in {time.perf_counter() - t0:.1f}s")
 
-    from v6.flows.trading_cycle import trading_cycle
+    from flows.trading_cycle import trading_cycle
 
     plain_times: list[float] = []
     flow_times: list[float] = []

@@ -21,12 +21,12 @@ import time
 
 import polars as pl
 
-from v6.core.broker.sim import SimBroker
-from v6.core.config import Settings
-from v6.core.domain import AccountSummary
-from v6.core.risk.limits import Book
-from v6.core.strategy.chain import snapshot_chain
-from v6.core.strategy.pipeline import plan_entries
+from core.broker.sim import SimBroker
+from core.config import Settings
+from core.domain import AccountSummary
+from core.risk.limits import Book
+from core.strategy.chain import snapshot_chain
+from core.strategy.pipeline import plan_entries
 
 
 async def snapshots(settings: Settings) -> tuple[pl.DataFrame, SimBroker]:

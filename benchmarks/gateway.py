@@ -24,12 +24,12 @@ from datetime import timedelta
 
 from ib_async import IB, Contract, Stock
 
-from v6.core.config import Settings
-from v6.core.domain import Contract as V6Contract
-from v6.core.sim.exchange import SimExchange, build_exchange
-from v6.core.sim.gateway.messages import ib_date
-from v6.core.sim.gateway.server import GatewayServer
-from v6.core.sim.gateway.wire import encode
+from core.config import Settings
+from core.domain import Contract as V6Contract
+from core.sim.exchange import SimExchange, build_exchange
+from core.sim.gateway.messages import ib_date
+from core.sim.gateway.server import GatewayServer
+from core.sim.gateway.wire import encode
 
 
 def log(text: str) -> None:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from v6.core.pricing import IVReason, bs_greeks, implied_vol
+from core.pricing import IVReason, bs_greeks, implied_vol
 
 with warnings.catch_warnings():
     # py_vollib now forwards to `vollib` and says so on import; the brief names py_vollib.

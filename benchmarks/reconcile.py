@@ -1,4 +1,4 @@
-"""Reconcile 10,000 legs and 100,000 executions: vectorised `v6.core.reconcile` against a
+"""Reconcile 10,000 legs and 100,000 executions: vectorised `core.reconcile` against a
 straightforward per-row Python implementation of the same rules, on the same inputs.
 
 Scenario: 2,500 iron condors (10,000 legs, 10,000 contracts), ten executions per leg
@@ -28,9 +28,9 @@ from zoneinfo import ZoneInfo
 import polars as pl
 from polars.testing import assert_frame_equal
 
-from v6.core.book.model import external_strategy_id, short_hash
-from v6.core.reconcile import BookFrames, BrokerFrames, ReconcileResult, reconcile
-from v6.core.store import REGISTRY
+from core.book.model import external_strategy_id, short_hash
+from core.reconcile import BookFrames, BrokerFrames, ReconcileResult, reconcile
+from core.store import REGISTRY
 
 AS_OF = datetime(2026, 3, 20, 15, 0, tzinfo=UTC)
 T0 = AS_OF - timedelta(days=10)

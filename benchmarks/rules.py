@@ -3,8 +3,8 @@
 100,000 strategies (all five strategy types; 85% a typical managed book, 15% rows with every
 input clustered at its rule thresholds; 0.5% missing per input; remembered state for half of
 them) are decided twice in one run:
-- `v6.core.rules.evaluate`: one polars pass producing the full audit row per strategy;
-- `v6.core.rules.reference.evaluate_loop`: one dict per strategy, one function per rule,
+- `core.rules.evaluate`: one polars pass producing the full audit row per strategy;
+- `core.rules.reference.evaluate_loop`: one dict per strategy, one function per rule,
   the way most bots do it, building the same audit record (it gets its rows as dicts,
   prepared outside the timing).
 Both must agree on every strategy (`reference.compare`): action, urgency, rule, priority,
@@ -34,10 +34,10 @@ from datetime import UTC, datetime
 import numpy as np
 import polars as pl
 
-from v6.core.config import RuleSettings
-from v6.core.rules import evaluate
-from v6.core.rules.reference import compare, evaluate_loop
-from v6.core.store import UTC_US
+from core.config import RuleSettings
+from core.rules import evaluate
+from core.rules.reference import compare, evaluate_loop
+from core.store import UTC_US
 
 NOW = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 TYPES = ["iron_condor", "bull_put_spread", "bear_call_spread", "single_leg", "external"]

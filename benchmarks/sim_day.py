@@ -16,10 +16,10 @@ import sys
 import time
 from datetime import date, timedelta
 
-from v6.core.clock import SimClock
-from v6.core.domain import Action, ComboLeg, Contract, OrderRequest
-from v6.core.sim import MarketSimulator, SimExchange
-from v6.core.sim.calendar import MarketCalendar
+from core.clock import SimClock
+from core.domain import Action, ComboLeg, Contract, OrderRequest
+from core.sim import MarketSimulator, SimExchange
+from core.sim.calendar import MarketCalendar
 
 
 def option_set(m: MarketSimulator) -> list[Contract]:

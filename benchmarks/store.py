@@ -78,11 +78,11 @@ from deltalake import DeltaTable, write_deltalake
 from deltalake.table import TableMerger
 from deltalake.transaction import AddAction
 
-import v6.core.marketdata.futures_collection as collection
-import v6.core.store.delta as delta
-from v6.core.store import UTC_US, DeltaStore
-from v6.core.store.maintenance import maintain_table
-from v6.core.store.validation import prepare
+import core.marketdata.futures_collection as collection
+import core.store.delta as delta
+from core.store import UTC_US, DeltaStore
+from core.store.maintenance import maintain_table
+from core.store.validation import prepare
 
 SERIES = [("ES", "ESH6", 6830.0), ("NQ", "NQH6", 25010.0), ("RTY", "RTYH6", 2500.0)]
 SESSIONS = 21

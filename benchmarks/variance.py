@@ -26,12 +26,12 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
-from v6.core.analysis.synthetic import synthetic_trades
-from v6.core.analysis.variance import analyse
-from v6.core.analysis.weights import update_weights
-from v6.core.backtest.run import run_backtest
-from v6.core.config import AnalysisSettings, Settings
-from v6.core.store import DeltaStore
+from core.analysis.synthetic import synthetic_trades
+from core.analysis.variance import analyse
+from core.analysis.weights import update_weights
+from core.backtest.run import run_backtest
+from core.config import AnalysisSettings, Settings
+from core.store import DeltaStore
 
 N_LIVE = 200_000
 N_HIST = 800_000

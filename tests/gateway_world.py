@@ -9,10 +9,10 @@ from dataclasses import fields
 from datetime import timedelta
 from typing import Any
 
-from v6.core.config import BrokerSettings, Settings
-from v6.core.sim.exchange import SimExchange, build_exchange
-from v6.core.sim.gateway.client import simulator_broker_settings
-from v6.core.sim.gateway.server import GatewayServer
+from core.config import BrokerSettings, Settings
+from core.sim.exchange import SimExchange, build_exchange
+from core.sim.gateway.client import simulator_broker_settings
+from core.sim.gateway.server import GatewayServer
 
 
 def make_exchange(**settings: Any) -> SimExchange:

@@ -10,12 +10,12 @@ from datetime import timedelta
 
 import polars as pl
 
-from v6.core.book.ledger import Book, TableStore
-from v6.core.book.model import IntentPurpose, LegSpec, StrategyType
-from v6.core.book.refs import make_order_ref
-from v6.core.clock import SimClock
-from v6.core.config import Settings, SimSettings
-from v6.core.domain import (
+from core.book.ledger import Book, TableStore
+from core.book.model import IntentPurpose, LegSpec, StrategyType
+from core.book.refs import make_order_ref
+from core.clock import SimClock
+from core.config import Settings, SimSettings
+from core.domain import (
     Action,
     ComboLeg,
     Contract,
@@ -25,9 +25,9 @@ from v6.core.domain import (
     Position,
     Right,
 )
-from v6.core.reconcile import BrokerFrames, ReconcileResult, reconcile
-from v6.core.sim.exchange import SimExchange, build_exchange
-from v6.core.store.memory import MemoryStore
+from core.reconcile import BrokerFrames, ReconcileResult, reconcile
+from core.sim.exchange import SimExchange, build_exchange
+from core.store.memory import MemoryStore
 
 OVERLAP = timedelta(hours=1)
 

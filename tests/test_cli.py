@@ -18,7 +18,7 @@ def v6(
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("V6_")}
     full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "v6.deployments.cli", *args],
+        [sys.executable, "-m", "deployments.cli", *args],
         cwd=cwd,
         env=full_env,
         capture_output=True,
@@ -52,7 +52,7 @@ def test_bad_config_is_one_clear_error_and_exit_2(tmp_path: Path) -> None:
 
 
 def test_tables_lists_every_table_before_anything_is_written(tmp_path: Path) -> None:
-    from v6.core.store import REGISTRY
+    from core.store import REGISTRY
 
     result = v6("tables", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -70,7 +70,7 @@ def test_demo_runs_a_simulated_day_through_the_flows(tmp_path: Path) -> None:
     assert "Failed" not in result.stdout and "Crashed" not in result.stdout
     listing = v6("tables", cwd=tmp_path, env=env)
     assert "not created" not in listing.stdout
-    from v6.core.store import DeltaStore
+    from core.store import DeltaStore
 
     store = DeltaStore(tmp_path / "data")
     assert store.read("futures_bars").collect().height > 0  # collected through IBBroker
@@ -112,7 +112,7 @@ def test_chaos_runs_a_seeded_soak_and_prints_its_report(tmp_path: Path) -> None:
     assert "result: CLEAN" in result.stdout
     assert "faults (planned/fired/handled):" in result.stdout
     assert "per simulated day" in result.stdout
-    from v6.core.store import DeltaStore
+    from core.store import DeltaStore
 
     # 09:35..15:35 hourly = 7 cycles; each records its health, except one killed mid-cycle
     killed = re.search(r"Killed=(\d+)", result.stdout)

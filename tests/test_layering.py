@@ -11,19 +11,19 @@ from pathlib import Path
 
 import pytest
 
-PKG = Path(__file__).resolve().parents[1] / "v6"
+PKG = Path(__file__).resolve().parents[1]
 LAYERS = ("core", "tasks", "flows", "deployments")
 FORBIDDEN: dict[str, tuple[str, ...]] = {
-    "core": ("prefect", "v6.tasks", "v6.flows", "v6.deployments"),
-    "tasks": ("v6.flows", "v6.deployments"),
-    "flows": ("v6.deployments",),
+    "core": ("prefect", "tasks", "flows", "deployments"),
+    "tasks": ("flows", "deployments"),
+    "flows": ("deployments",),
     "deployments": (),
 }
 
 
 def imported_modules(path: Path) -> set[str]:
     tree = ast.parse(path.read_text(), filename=str(path))
-    package = ".".join(path.relative_to(PKG.parent).with_suffix("").parts[:-1])
+    package = ".".join(path.relative_to(PKG).with_suffix("").parts[:-1])
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -43,13 +43,13 @@ def violations(layer: str) -> list[str]:
         for module in imported_modules(path):
             for prefix in FORBIDDEN[layer]:
                 if module == prefix or module.startswith(prefix + "."):
-                    bad.append(f"{path.relative_to(PKG.parent)} imports {module}")
+                    bad.append(f"{path.relative_to(PKG)} imports {module}")
     return bad
 
 
 @pytest.mark.parametrize("layer", LAYERS)
 def test_layer_imports_only_downward(layer: str) -> None:
-    assert (PKG / layer).is_dir(), f"layer v6/{layer} is missing"
+    assert (PKG / layer).is_dir(), f"layer {layer}/ is missing"
     assert violations(layer) == []
 
 
@@ -64,10 +64,10 @@ def test_checker_catches_a_violation(tmp_path: Path) -> None:
 
 def test_importing_all_of_core_loads_no_prefect() -> None:
     code = (
-        "import importlib, pkgutil, sys, v6.core as c\n"
-        "for m in pkgutil.walk_packages(c.__path__, 'v6.core.'):\n"
+        "import importlib, pkgutil, sys, core as c\n"
+        "for m in pkgutil.walk_packages(c.__path__, 'core.'):\n"
         "    importlib.import_module(m.name)\n"
-        "upper = ('prefect.', 'v6.tasks', 'v6.flows', 'v6.deployments')\n"
+        "upper = ('prefect.', 'tasks', 'flows', 'deployments')\n"
         "bad = sorted(k for k in sys.modules if k == 'prefect' or k.startswith(upper))\n"
         "print(bad[:5]); sys.exit(1 if bad else 0)\n"
     )

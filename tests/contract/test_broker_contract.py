@@ -19,9 +19,9 @@ from datetime import timedelta
 import pytest
 from gateway_world import broker_settings, make_exchange, same
 
-from v6.core.broker import Broker, BrokerError, ErrorClass
-from v6.core.clock import SimClock
-from v6.core.domain import (
+from core.broker import Broker, BrokerError, ErrorClass
+from core.clock import SimClock
+from core.domain import (
     Action,
     ComboLeg,
     Contract,
@@ -32,10 +32,10 @@ from v6.core.domain import (
     OrderType,
     Quote,
 )
-from v6.core.sim.exchange import SimExchange
+from core.sim.exchange import SimExchange
 
 try:
-    from v6.core.broker.sim import SimBroker
+    from core.broker.sim import SimBroker
 except ImportError:  # pragma: no cover - only while the simulator helper is still writing it
     SimBroker = None  # type: ignore[assignment,misc]
 
@@ -63,14 +63,14 @@ async def _world(kind: str) -> AsyncIterator[World]:
     exchange = make_exchange()
     if kind == "sim":
         if SimBroker is None:
-            pytest.skip("v6.core.broker.sim (SimBroker) does not exist yet")
+            pytest.skip("core.broker.sim (SimBroker) does not exist yet")
         sim = SimBroker(exchange)
         await sim.connect()
         yield World("sim", sim, exchange)
         await sim.disconnect()
         return
-    from v6.core.broker.ib import IBBroker
-    from v6.core.sim.gateway.server import GatewayServer
+    from core.broker.ib import IBBroker
+    from core.sim.gateway.server import GatewayServer
 
     async with GatewayServer(exchange) as gw:
         ib = IBBroker(broker_settings(gw), clock=exchange.market.clock)
@@ -363,7 +363,7 @@ async def _story(w: World) -> list[object]:
 
 async def test_both_brokers_tell_the_same_story() -> None:
     if SimBroker is None:
-        pytest.skip("v6.core.broker.sim (SimBroker) does not exist yet")
+        pytest.skip("core.broker.sim (SimBroker) does not exist yet")
     stories = []
     for kind in ("sim", "ib"):
         async for w in _world(kind):

@@ -4,8 +4,8 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from v6.core.calendar import MarketCalendar
-from v6.core.config import ScheduleSettings
+from core.calendar import MarketCalendar
+from core.config import ScheduleSettings
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from v6.core.config import ConfigError, MarketDataType, Settings, load_settings
-from v6.core.config_example import render_example_toml
+from core.config import ConfigError, MarketDataType, Settings, load_settings
+from core.config_example import render_example_toml
 
 
 def write(path: Path, text: str) -> Path:

@@ -4,9 +4,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from v6.core.calendar import MarketCalendar
-from v6.core.config import ScheduleSettings
-from v6.core.run_guard import Session, check_run
+from core.calendar import MarketCalendar
+from core.config import ScheduleSettings
+from core.run_guard import Session, check_run
 
 OPEN = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)  # Monday 10:00 ET
 THANKSGIVING = datetime(2026, 11, 26, 15, 0, tzinfo=UTC)

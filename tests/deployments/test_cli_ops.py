@@ -22,15 +22,15 @@ from prefect import flow
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Cancelled, Completed, Failed, State
 
-import v6.deployments.catalog as catalog
-from v6.core.config import Settings, load_settings
-from v6.core.risk.breaker import Breaker, BreakerState
-from v6.core.store import REGISTRY, DeltaStore
-from v6.deployments import cli
-from v6.deployments.catalog import FlowEntry
-from v6.deployments.deploy_config import prefect_yaml, render_prefect_yaml
-from v6.deployments.schedules import Cadence
-from v6.deployments.status import pnl_summary
+import deployments.catalog as catalog
+from core.config import Settings, load_settings
+from core.risk.breaker import Breaker, BreakerState
+from core.store import REGISTRY, DeltaStore
+from deployments import cli
+from deployments.catalog import FlowEntry
+from deployments.deploy_config import prefect_yaml, render_prefect_yaml
+from deployments.schedules import Cadence
+from deployments.status import pnl_summary
 
 REPO = Path(__file__).resolve().parents[2]
 AS_OF = datetime(2026, 3, 31, 22, 30, tzinfo=UTC)
@@ -53,7 +53,7 @@ def v6(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 
 def v6_process(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "v6.deployments.cli", *args],
+        [sys.executable, "-m", "deployments.cli", *args],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -397,7 +397,7 @@ def test_prefect_yaml_is_valid_for_prefect_deploy() -> None:
 def test_gateway_sim_listens_and_refuses_a_busy_port(tmp_path: Path) -> None:
     env = clean_env(PYTHONUNBUFFERED="1", COLUMNS="300")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "v6.deployments.cli", "gateway-sim", "--port", "0"],
+        [sys.executable, "-m", "deployments.cli", "gateway-sim", "--port", "0"],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,

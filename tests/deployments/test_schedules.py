@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 
 from prefect.server.schemas.schedules import CronSchedule
 
-from v6.core.config import ScheduleSettings
-from v6.deployments.schedules import Cadence, schedules_for
+from core.config import ScheduleSettings
+from deployments.schedules import Cadence, schedules_for
 
 ET = ZoneInfo("America/New_York")
 

@@ -28,11 +28,11 @@ from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.objects import FlowRun, StateType
 
-from v6.core.analysis.synthetic import synthetic_trades
-from v6.core.config import Settings
-from v6.core.store import DeltaStore
-from v6.deployments.catalog import CATALOG
-from v6.deployments.deploy_config import WORK_POOL, deployment_spec
+from core.analysis.synthetic import synthetic_trades
+from core.config import Settings
+from core.store import DeltaStore
+from deployments.catalog import CATALOG
+from deployments.deploy_config import WORK_POOL, deployment_spec
 
 pytestmark = pytest.mark.server
 
@@ -191,7 +191,7 @@ async def test_serve_runs_an_ad_hoc_deployment_to_completion(
     serve_log = tmp_path / "serve.log"
     with serve_log.open("wb") as log:
         serve = subprocess.Popen(
-            [sys.executable, "-m", "v6.deployments.cli", "serve"],
+            [sys.executable, "-m", "deployments.cli", "serve"],
             cwd=tmp_path,
             env=env,
             stdout=log,
@@ -226,7 +226,7 @@ async def test_serve_runs_an_ad_hoc_deployment_to_completion(
 
             # The same through the CLI: trigger the served deployment and follow it.
             cli_run = subprocess.run(
-                [sys.executable, "-m", "v6.deployments.cli", "run", "variance_analysis",
+                [sys.executable, "-m", "deployments.cli", "run", "variance_analysis",
                  "--deployment", "-p", f"as_of={AS_OF.isoformat()}", "--timeout", "60"],
                 cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
             )  # fmt: skip
@@ -236,7 +236,7 @@ async def test_serve_runs_an_ad_hoc_deployment_to_completion(
 
             # The operator's view of the same server: the run is the flow's last run.
             status = subprocess.run(
-                [sys.executable, "-m", "v6.deployments.cli", "status"],
+                [sys.executable, "-m", "deployments.cli", "status"],
                 cwd=tmp_path, env={**env, "COLUMNS": "200"}, capture_output=True, text=True,
                 timeout=60,
             )  # fmt: skip

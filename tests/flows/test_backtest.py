@@ -8,11 +8,11 @@ from pathlib import Path
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-from v6.core.clock import SimClock
-from v6.core.config import load_settings
-from v6.core.runtime import Runtime, use_runtime
-from v6.core.store import DeltaStore
-from v6.flows.backtest import backtest
+from core.clock import SimClock
+from core.config import load_settings
+from core.runtime import Runtime, use_runtime
+from core.store import DeltaStore
+from flows.backtest import backtest
 
 
 async def test_backtest_flow_exports_results_and_reports(tmp_path: Path, no_config: Path) -> None:

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from v6.core.config import Settings
-from v6.core.risk.breaker import Breaker, BreakerState
-from v6.core.runtime import Runtime, use_runtime
-from v6.core.store import DeltaStore
-from v6.flows.circuit_breaker_reset import circuit_breaker_reset
+from core.config import Settings
+from core.risk.breaker import Breaker, BreakerState
+from core.runtime import Runtime, use_runtime
+from core.store import DeltaStore
+from flows.circuit_breaker_reset import circuit_breaker_reset
 
 
 @pytest.fixture

@@ -12,14 +12,14 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-from v6.core.analysis.futures import LeadingSignal, latest_signal
-from v6.core.broker.sim import SimBroker
-from v6.core.clock import SimClock
-from v6.core.config import Settings
-from v6.core.domain import Bar, Contract
-from v6.core.runtime import Runtime, use_runtime
-from v6.core.store import DeltaStore
-from v6.flows.futures_collection import futures_collection
+from core.analysis.futures import LeadingSignal, latest_signal
+from core.broker.sim import SimBroker
+from core.clock import SimClock
+from core.config import Settings
+from core.domain import Bar, Contract
+from core.runtime import Runtime, use_runtime
+from core.store import DeltaStore
+from flows.futures_collection import futures_collection
 
 T0 = datetime(2026, 3, 4, 15, 0, 20, tzinfo=UTC)  # Wed 10:00 ET: futures and RTH open
 TABLES = (

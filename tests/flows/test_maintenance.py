@@ -10,12 +10,12 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-from v6.core.clock import SimClock
-from v6.core.config import Settings
-from v6.core.runtime import Runtime, use_runtime
-from v6.core.store import UTC_US, DeltaStore
-from v6.core.store.maintenance import maintain_table
-from v6.flows.maintenance import maintenance
+from core.clock import SimClock
+from core.config import Settings
+from core.runtime import Runtime, use_runtime
+from core.store import UTC_US, DeltaStore
+from core.store.maintenance import maintain_table
+from flows.maintenance import maintenance
 
 NIGHT = datetime(2026, 3, 5, 7, 0, tzinfo=UTC)  # 02:00 New York
 DAYS = (date(2026, 3, 3), date(2026, 3, 4), date(2026, 3, 5))
@@ -81,7 +81,7 @@ async def test_one_failing_table_fails_the_run_but_the_others_are_done(
             raise OSError("disk full")
         return maintain_table(store, name, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr("v6.tasks.maintenance.maintain_table", flaky)
+    monkeypatch.setattr("tasks.maintenance.maintain_table", flaky)
     with use_runtime(rt):
         state = await maintenance(retention_hours=168, return_state=True)
     assert state.is_failed() and state.name == "MaintenanceFailed"

@@ -12,13 +12,13 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from reconcile_world import SimWorld, make_exchange
 
-from v6.core.broker.base import BrokerError, ErrorClass
-from v6.core.broker.sim import SimBroker
-from v6.core.config import load_settings
-from v6.core.domain import Contract
-from v6.core.runtime import Runtime, use_runtime
-from v6.core.store import DeltaStore
-from v6.flows.position_reconciliation import position_reconciliation
+from core.broker.base import BrokerError, ErrorClass
+from core.broker.sim import SimBroker
+from core.config import load_settings
+from core.domain import Contract
+from core.runtime import Runtime, use_runtime
+from core.store import DeltaStore
+from flows.position_reconciliation import position_reconciliation
 
 
 class FlakyBroker(SimBroker):

@@ -20,22 +20,22 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.states import State
 
-from v6.core.book.refs import make_order_ref
-from v6.core.broker.ib import IBBroker
-from v6.core.broker.sim import SimBroker
-from v6.core.config import Settings
-from v6.core.domain import Action, Contract, OrderRequest, OrderState, OrderType, Right
-from v6.core.execution.executor import ComboExecutor, ExecStatus
-from v6.core.risk.breaker import Breaker, BreakerState
-from v6.core.runtime import Runtime, use_runtime
-from v6.core.sim.exchange import SimExchange
-from v6.core.sim.gateway.server import GatewayServer
-from v6.core.store import DeltaStore
-from v6.core.strategy.candidates import build_candidates
-from v6.core.strategy.chain import snapshot_chain
-from v6.deployments.automations import AUTOMATION_NAME, TRIP_EVENT, ensure_pause_on_trip
-from v6.flows.trading_cycle import trading_cycle
-from v6.tasks.cycle import SUMMARY_KEY
+from core.book.refs import make_order_ref
+from core.broker.ib import IBBroker
+from core.broker.sim import SimBroker
+from core.config import Settings
+from core.domain import Action, Contract, OrderRequest, OrderState, OrderType, Right
+from core.execution.executor import ComboExecutor, ExecStatus
+from core.risk.breaker import Breaker, BreakerState
+from core.runtime import Runtime, use_runtime
+from core.sim.exchange import SimExchange
+from core.sim.gateway.server import GatewayServer
+from core.store import DeltaStore
+from core.strategy.candidates import build_candidates
+from core.strategy.chain import snapshot_chain
+from deployments.automations import AUTOMATION_NAME, TRIP_EVENT, ensure_pause_on_trip
+from flows.trading_cycle import trading_cycle
+from tasks.cycle import SUMMARY_KEY
 
 pytestmark = pytest.mark.gateway
 

@@ -9,13 +9,13 @@ import polars as pl
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-from v6.core.analysis.synthetic import synthetic_trades
-from v6.core.analysis.weights import read_strategy_weights
-from v6.core.clock import SimClock
-from v6.core.config import load_settings
-from v6.core.runtime import Runtime, use_runtime
-from v6.core.store import REGISTRY, DeltaStore
-from v6.flows.variance_analysis import variance_analysis
+from core.analysis.synthetic import synthetic_trades
+from core.analysis.weights import read_strategy_weights
+from core.clock import SimClock
+from core.config import load_settings
+from core.runtime import Runtime, use_runtime
+from core.store import REGISTRY, DeltaStore
+from flows.variance_analysis import variance_analysis
 
 AS_OF = datetime(2026, 3, 31, 22, 30, tzinfo=UTC)  # 18:30 New York
 TYPES = ("iron_condor", "bull_put_spread", "bear_call_spread")

@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator
 import pytest
 from gateway_world import broker_settings, make_exchange
 
-from v6.core.broker.ib import IBBroker
-from v6.core.sim.exchange import SimExchange
-from v6.core.sim.gateway.server import GatewayServer
+from core.broker.ib import IBBroker
+from core.sim.exchange import SimExchange
+from core.sim.gateway.server import GatewayServer
 
 
 @pytest.fixture

@@ -11,17 +11,17 @@ from datetime import timedelta
 import polars as pl
 import pytest
 
-from v6.core.broker.ib import IBBroker
-from v6.core.broker.sim import SimBroker
-from v6.core.config import Settings
-from v6.core.domain import OrderRequest, OrderState, OrderStatus, SecType
-from v6.core.execution.combo import combo_quote
-from v6.core.execution.executor import ComboExecutor, ExecStatus
-from v6.core.sim.exchange import SimExchange
-from v6.core.sim.gateway.server import GatewayServer
-from v6.core.store.memory import MemoryStore
-from v6.core.strategy.candidates import Candidate, build_candidates
-from v6.core.strategy.chain import snapshot_chain
+from core.broker.ib import IBBroker
+from core.broker.sim import SimBroker
+from core.config import Settings
+from core.domain import OrderRequest, OrderState, OrderStatus, SecType
+from core.execution.combo import combo_quote
+from core.execution.executor import ComboExecutor, ExecStatus
+from core.sim.exchange import SimExchange
+from core.sim.gateway.server import GatewayServer
+from core.store.memory import MemoryStore
+from core.strategy.candidates import Candidate, build_candidates
+from core.strategy.chain import snapshot_chain
 
 pytestmark = pytest.mark.gateway
 

@@ -10,9 +10,9 @@ import pytest
 from gateway_world import broker_settings
 from ib_async import IB, LimitOrder, MarketOrder, Option, Stock
 
-from v6.core.config import Settings
-from v6.core.sim.exchange import SimExchange
-from v6.core.sim.gateway.server import GatewayServer, run_gateway
+from core.config import Settings
+from core.sim.exchange import SimExchange
+from core.sim.gateway.server import GatewayServer, run_gateway
 
 pytestmark = pytest.mark.gateway
 

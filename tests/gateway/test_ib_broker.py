@@ -10,11 +10,11 @@ from datetime import timedelta
 import pytest
 from gateway_world import broker_settings, make_exchange, same
 
-from v6.core.broker import BrokerError, ErrorClass
-from v6.core.broker.ib import IBBroker, LiveTradingRefusedError
-from v6.core.broker.ib_convert import classify_error, to_ib_contract
-from v6.core.config import BrokerSettings, MarketDataType
-from v6.core.domain import (
+from core.broker import BrokerError, ErrorClass
+from core.broker.ib import IBBroker, LiveTradingRefusedError
+from core.broker.ib_convert import classify_error, to_ib_contract
+from core.config import BrokerSettings, MarketDataType
+from core.domain import (
     Action,
     ComboLeg,
     Contract,
@@ -23,10 +23,10 @@ from v6.core.domain import (
     OrderStatus,
     OrderType,
 )
-from v6.core.sim.exchange import SimExchange
-from v6.core.sim.gateway.client import simulator_broker_settings
-from v6.core.sim.gateway.faults import HistoricalPacing
-from v6.core.sim.gateway.server import GatewayServer
+from core.sim.exchange import SimExchange
+from core.sim.gateway.client import simulator_broker_settings
+from core.sim.gateway.faults import HistoricalPacing
+from core.sim.gateway.server import GatewayServer
 
 pytestmark = pytest.mark.gateway
 MKT = OrderType.MKT

@@ -9,9 +9,9 @@ import pytest
 from ib_async import AccountValue, BarData, Ticker
 from ib_async.objects import OptionComputation
 
-from v6.core.broker import ErrorClass
-from v6.core.broker import ib_convert as cv
-from v6.core.domain import ComboLeg, Contract
+from core.broker import ErrorClass
+from core.broker import ib_convert as cv
+from core.domain import ComboLeg, Contract
 
 pytestmark = pytest.mark.gateway
 

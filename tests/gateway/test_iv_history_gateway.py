@@ -10,12 +10,12 @@ import polars as pl
 import pytest
 from gateway_world import make_exchange
 
-from v6.core.broker.ib import IBBroker
-from v6.core.broker.sim import SimBroker
-from v6.core.marketdata.iv_history import TABLE, backfill_iv_history, iv_stats
-from v6.core.sim.exchange import SimExchange
-from v6.core.sim.gateway.server import GatewayServer
-from v6.core.store import DeltaStore
+from core.broker.ib import IBBroker
+from core.broker.sim import SimBroker
+from core.marketdata.iv_history import TABLE, backfill_iv_history, iv_stats
+from core.sim.exchange import SimExchange
+from core.sim.gateway.server import GatewayServer
+from core.store import DeltaStore
 
 pytestmark = pytest.mark.gateway
 SYMBOLS = ["SPY", "QQQ", "IWM"]

@@ -13,11 +13,11 @@ import pytest
 from gateway_world import broker_settings
 from ib_async import IB, Option, RequestError
 
-from v6.core.broker.ib import IBBroker
-from v6.core.broker.sim import SimBroker
-from v6.core.domain import ComboLeg, Contract, OptionChain, Right
-from v6.core.sim.exchange import SimExchange
-from v6.core.sim.gateway.server import GatewayServer
+from core.broker.ib import IBBroker
+from core.broker.sim import SimBroker
+from core.domain import ComboLeg, Contract, OptionChain, Right
+from core.sim.exchange import SimExchange
+from core.sim.gateway.server import GatewayServer
 
 pytestmark = pytest.mark.gateway
 DETAILS = "reqContractDetails"

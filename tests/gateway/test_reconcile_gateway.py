@@ -10,13 +10,13 @@ import polars as pl
 import pytest
 from reconcile_world import OVERLAP, SimWorld, make_exchange, rich_settings
 
-from v6.core.broker.base import BrokerError, ErrorClass
-from v6.core.broker.ib import IBBroker
-from v6.core.domain import Contract
-from v6.core.reconcile import BrokerFrames, ReconcileResult, reconcile
-from v6.core.sim.exchange import SimExchange
-from v6.core.sim.gateway.server import GatewayServer
-from v6.core.store.memory import MemoryStore
+from core.broker.base import BrokerError, ErrorClass
+from core.broker.ib import IBBroker
+from core.domain import Contract
+from core.reconcile import BrokerFrames, ReconcileResult, reconcile
+from core.sim.exchange import SimExchange
+from core.sim.gateway.server import GatewayServer
+from core.store.memory import MemoryStore
 
 pytestmark = pytest.mark.gateway
 

@@ -23,7 +23,7 @@ from ib_async import (
 from ib_async.client import Client
 from ib_async.decoder import Decoder
 
-from v6.core.domain import (
+from core.domain import (
     Action,
     Bar,
     Contract,
@@ -31,11 +31,11 @@ from v6.core.domain import (
     OptionChain,
     Position,
 )
-from v6.core.domain import ComboLeg as V6Leg
-from v6.core.sim.gateway import messages as m
-from v6.core.sim.gateway import requests as rq
-from v6.core.sim.gateway.faults import HistoricalPacing, Pacer
-from v6.core.sim.gateway.wire import Framer, ProtocolError, encode
+from core.domain import ComboLeg as V6Leg
+from core.sim.gateway import messages as m
+from core.sim.gateway import requests as rq
+from core.sim.gateway.faults import HistoricalPacing, Pacer
+from core.sim.gateway.wire import Framer, ProtocolError, encode
 
 pytestmark = pytest.mark.gateway
 

@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from v6.core.analysis.futures import (
+from core.analysis.futures import (
     InsufficientData,
     LeadingSignal,
     LeadLag,
@@ -19,8 +19,8 @@ from v6.core.analysis.futures import (
     leading_signal,
     write_signals,
 )
-from v6.core.config import Settings
-from v6.core.store import UTC_US, DeltaStore
+from core.config import Settings
+from core.store import UTC_US, DeltaStore
 
 START = date(2026, 3, 2)
 FUT_OPEN_MIN = 13 * 60  # futures bars from 13:00 UTC; the underlying trades 14:30-21:00
@@ -209,11 +209,11 @@ def test_store_round_trip_and_latest_signal(store_root: Path) -> None:
 
 @pytest.mark.parametrize("lead", [1, 4])
 def test_recovers_the_market_simulators_lead(lead: int) -> None:
-    from v6.core.clock import SimClock
-    from v6.core.domain import Contract
-    from v6.core.marketdata.futures_collection import bars_frame
-    from v6.core.marketdata.futures_contracts import front_contract
-    from v6.core.sim.market import MarketSimulator
+    from core.clock import SimClock
+    from core.domain import Contract
+    from core.marketdata.futures_collection import bars_frame
+    from core.marketdata.futures_contracts import front_contract
+    from core.sim.market import MarketSimulator
 
     settings = Settings(sim={"futures_lead_minutes": lead})
     now = datetime(2026, 3, 16, 21, 30, tzinfo=UTC)

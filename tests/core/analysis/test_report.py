@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from v6.core.analysis.report import (
+from core.analysis.report import (
     H,
     W,
     artifact_rows,
@@ -21,10 +21,10 @@ from v6.core.analysis.report import (
     plot_data,
     write_html_report,
 )
-from v6.core.analysis.synthetic import synthetic_trades
-from v6.core.analysis.variance import VarianceReport, analyse
-from v6.core.analysis.weights import update_weights
-from v6.core.config import AnalysisSettings
+from core.analysis.synthetic import synthetic_trades
+from core.analysis.variance import VarianceReport, analyse
+from core.analysis.weights import update_weights
+from core.config import AnalysisSettings
 
 SETTINGS = AnalysisSettings(bootstrap_samples=200)
 RUN_DATE = date(2026, 3, 31)

@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 from scipy import stats
 
-from v6.core.analysis.synthetic import synthetic_trades
-from v6.core.analysis.variance import (
+from core.analysis.synthetic import synthetic_trades
+from core.analysis.variance import (
     ALL,
     AnalysisInputError,
     VarianceReport,
@@ -21,9 +21,9 @@ from v6.core.analysis.variance import (
     latest_run_id,
     live_window,
 )
-from v6.core.config import AnalysisSettings
-from v6.core.store import REGISTRY
-from v6.core.store.validation import prepare
+from core.config import AnalysisSettings
+from core.store import REGISTRY
+from core.store.validation import prepare
 
 SETTINGS = AnalysisSettings(bootstrap_samples=200)
 RUN_DATE = date(2026, 3, 31)

@@ -13,18 +13,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from v6.core.analysis.synthetic import synthetic_trades
-from v6.core.analysis.variance import analyse
-from v6.core.analysis.weights import (
+from core.analysis.synthetic import synthetic_trades
+from core.analysis.variance import analyse
+from core.analysis.weights import (
     WeightPolicy,
     latest_weights,
     read_strategy_weights,
     step_weights,
     update_weights,
 )
-from v6.core.config import AnalysisSettings
-from v6.core.store import REGISTRY, DeltaStore
-from v6.core.store.validation import prepare
+from core.config import AnalysisSettings
+from core.store import REGISTRY, DeltaStore
+from core.store.validation import prepare
 
 SETTINGS = AnalysisSettings(bootstrap_samples=200)
 RUN_DATE = date(2026, 3, 31)

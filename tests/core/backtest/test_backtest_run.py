@@ -11,14 +11,14 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-import v6.core.backtest.run as backtest_run
-from v6.core.backtest.export import config_hash
-from v6.core.backtest.run import cycle_times, run_backtest
-from v6.core.calendar import MarketCalendar
-from v6.core.config import ScheduleSettings, Settings
-from v6.core.runtime import Runtime
-from v6.core.store import REGISTRY, DeltaStore, SchemaViolation
-from v6.core.store.memory import MemoryStore
+import core.backtest.run as backtest_run
+from core.backtest.export import config_hash
+from core.backtest.run import cycle_times, run_backtest
+from core.calendar import MarketCalendar
+from core.config import ScheduleSettings, Settings
+from core.runtime import Runtime
+from core.store import REGISTRY, DeltaStore, SchemaViolation
+from core.store.memory import MemoryStore
 
 
 def test_cycle_times_respect_the_session_and_half_days() -> None:

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reconcile_world import SimWorld, make_exchange
 
-from v6.core.domain import Contract
+from core.domain import Contract
 
 
 def fresh_world() -> SimWorld:

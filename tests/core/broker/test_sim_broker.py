@@ -7,12 +7,12 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from v6.core.broker.base import Broker, BrokerError, ErrorClass
-from v6.core.broker.sim import SimBroker
-from v6.core.clock import SimClock
-from v6.core.config import Settings
-from v6.core.domain import Action, Contract, OrderRequest, OrderStatus, OrderType
-from v6.core.sim import MarketSimulator, Regime, RegimeSchedule, SimExchange
+from core.broker.base import Broker, BrokerError, ErrorClass
+from core.broker.sim import SimBroker
+from core.clock import SimClock
+from core.config import Settings
+from core.domain import Action, Contract, OrderRequest, OrderStatus, OrderType
+from core.sim import MarketSimulator, Regime, RegimeSchedule, SimExchange
 
 START = datetime(2026, 3, 2, 14, 31, tzinfo=UTC)  # 09:31 ET
 

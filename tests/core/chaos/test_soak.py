@@ -16,13 +16,13 @@ from typing import Any
 import polars as pl
 import pytest
 
-from v6.core.chaos import invariants as inv
-from v6.core.chaos.faults import CONFLICT_RUN_ID, CONFLICT_TABLE
-from v6.core.chaos.scheduler import FaultKind, plan_faults
-from v6.core.chaos.soak import WRITER_ROUNDS, ChaosReport, run_chaos
-from v6.core.config import Settings
-from v6.core.risk.breaker import CycleHealth
-from v6.core.store import DeltaStore
+from core.chaos import invariants as inv
+from core.chaos.faults import CONFLICT_RUN_ID, CONFLICT_TABLE
+from core.chaos.scheduler import FaultKind, plan_faults
+from core.chaos.soak import WRITER_ROUNDS, ChaosReport, run_chaos
+from core.config import Settings
+from core.risk.breaker import CycleHealth
+from core.store import DeltaStore
 
 SETTINGS: dict[str, Any] = {
     "universe": {"underlyings": ["SPY"]},

@@ -13,24 +13,24 @@ import polars as pl
 import pytest
 from polars.exceptions import PanicException
 
-from v6.core.book.refs import make_order_ref
-from v6.core.broker.base import BrokerError
-from v6.core.broker.sim import SimBroker
-from v6.core.clock import SimClock
-from v6.core.config import Settings
-from v6.core.cycle import CycleContext, run_cycle, run_trading_cycle
-from v6.core.cycle.broker import CycleBroker, cycle_registry
-from v6.core.cycle.context import Step
-from v6.core.cycle.run import EXIT_RULES
-from v6.core.cycle.steps import ExitOrder, execute_exits, exit_rules, market_data
-from v6.core.domain import Action, Contract, OrderRequest, OrderType
-from v6.core.execution.executor import ComboExecutor, ExecStatus
-from v6.core.risk.breaker import Breaker, Gate, GateMode
-from v6.core.runtime import Runtime
-from v6.core.sim.exchange import SimExchange, build_exchange
-from v6.core.store import DeltaStore
-from v6.core.strategy.candidates import build_candidates
-from v6.core.strategy.chain import snapshot_chain
+from core.book.refs import make_order_ref
+from core.broker.base import BrokerError
+from core.broker.sim import SimBroker
+from core.clock import SimClock
+from core.config import Settings
+from core.cycle import CycleContext, run_cycle, run_trading_cycle
+from core.cycle.broker import CycleBroker, cycle_registry
+from core.cycle.context import Step
+from core.cycle.run import EXIT_RULES
+from core.cycle.steps import ExitOrder, execute_exits, exit_rules, market_data
+from core.domain import Action, Contract, OrderRequest, OrderType
+from core.execution.executor import ComboExecutor, ExecStatus
+from core.risk.breaker import Breaker, Gate, GateMode
+from core.runtime import Runtime
+from core.sim.exchange import SimExchange, build_exchange
+from core.store import DeltaStore
+from core.strategy.candidates import build_candidates
+from core.strategy.chain import snapshot_chain
 
 BASE: dict[str, Any] = {
     "universe": {"underlyings": ["SPY"]},

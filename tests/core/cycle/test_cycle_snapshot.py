@@ -9,9 +9,9 @@ from datetime import UTC, date, datetime, timedelta
 import polars as pl
 import pytest
 
-from v6.core.cycle.market import one_hour_moves
-from v6.core.cycle.snapshot import entry_values, strategy_snapshot
-from v6.core.rules.inputs import normalize_snapshot
+from core.cycle.market import one_hour_moves
+from core.cycle.snapshot import entry_values, strategy_snapshot
+from core.rules.inputs import normalize_snapshot
 
 NOW = datetime(2026, 3, 2, 15, 30, tzinfo=UTC)  # 10:30 New York
 EXPIRY = date(2026, 4, 17)  # 46 days after 2026-03-02

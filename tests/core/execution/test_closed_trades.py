@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from exec_world import make_world
 
-from v6.core.book.trades import record_closed_trades
-from v6.core.execution.executor import ExecStatus
+from core.book.trades import record_closed_trades
+from core.execution.executor import ExecStatus
 
 
 async def test_closed_condor_becomes_one_trade_valued_from_its_fills() -> None:

@@ -12,14 +12,14 @@ import polars as pl
 import pytest
 from exec_world import World, make_world
 
-from v6.core.book.model import IntentPurpose, StrategyStatus
-from v6.core.book.refs import make_order_ref
-from v6.core.domain import Action, OrderRequest, OrderStatus, SecType
-from v6.core.execution.combo import combo_contract
-from v6.core.execution.executor import ExecStatus
-from v6.core.risk.limits import MAX_CONTRACTS_PER_ORDER
-from v6.core.strategy.candidates import build_candidates
-from v6.core.strategy.chain import snapshot_chain
+from core.book.model import IntentPurpose, StrategyStatus
+from core.book.refs import make_order_ref
+from core.domain import Action, OrderRequest, OrderStatus, SecType
+from core.execution.combo import combo_contract
+from core.execution.executor import ExecStatus
+from core.risk.limits import MAX_CONTRACTS_PER_ORDER
+from core.strategy.candidates import build_candidates
+from core.strategy.chain import snapshot_chain
 
 
 def table(world: World, name: str) -> pl.DataFrame:

@@ -6,8 +6,8 @@ import polars as pl
 import pytest
 from exec_world import make_world
 
-from v6.core.execution.executor import ExecStatus
-from v6.core.strategy.pipeline import held_structures, risk_book
+from core.execution.executor import ExecStatus
+from core.strategy.pipeline import held_structures, risk_book
 
 
 async def test_risk_book_reflects_fills_pending_entries_and_closes() -> None:

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from v6.core.broker.base import Broker
-from v6.core.domain import Bar, Contract, Quote
-from v6.core.marketdata.futures_collection import (
+from core.broker.base import Broker
+from core.domain import Bar, Contract, Quote
+from core.marketdata.futures_collection import (
     BAR,
     RECENT,
     PreparedBatch,
@@ -29,7 +29,7 @@ from v6.core.marketdata.futures_collection import (
     series_id,
     write_collection,
 )
-from v6.core.store import UTC_US, DeltaStore
+from core.store import UTC_US, DeltaStore
 
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 CAP = timedelta(hours=48)

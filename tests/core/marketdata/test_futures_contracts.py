@@ -6,8 +6,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from v6.core.domain import SecType
-from v6.core.marketdata.futures_contracts import (
+from core.domain import SecType
+from core.marketdata.futures_contracts import (
     front_contract,
     front_expiry,
     local_symbol,

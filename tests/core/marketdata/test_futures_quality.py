@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from v6.core.marketdata.futures_quality import (
+from core.marketdata.futures_quality import (
     REASON_DUPLICATE,
     REASON_FUTURE,
     REASON_MISSING,
@@ -17,7 +17,7 @@ from v6.core.marketdata.futures_quality import (
     REASON_OHLC,
     split_bars,
 )
-from v6.core.store import UTC_US, DeltaStore
+from core.store import UTC_US, DeltaStore
 
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 NOW = T0 + timedelta(minutes=30)

@@ -11,12 +11,12 @@ import polars as pl
 import pytest
 from gateway_world import make_exchange
 
-from v6.core.broker.sim import SimBroker
-from v6.core.calendar import MarketCalendar
-from v6.core.clock import SimClock
-from v6.core.config import ScheduleSettings
-from v6.core.domain import Bar, Contract
-from v6.core.marketdata.iv_history import (
+from core.broker.sim import SimBroker
+from core.calendar import MarketCalendar
+from core.clock import SimClock
+from core.config import ScheduleSettings
+from core.domain import Bar, Contract
+from core.marketdata.iv_history import (
     BROKER,
     CHAIN,
     IV_WHAT,
@@ -27,8 +27,8 @@ from v6.core.marketdata.iv_history import (
     iv_stats,
     record_atm_iv,
 )
-from v6.core.sim.exchange import SimExchange
-from v6.core.store import UTC_US, DeltaStore
+from core.sim.exchange import SimExchange
+from core.store import UTC_US, DeltaStore
 
 NOW = datetime(2026, 3, 2, 15, 30, tzinfo=UTC)  # make_exchange's clock: 10:30 ET, Monday
 

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from v6.core.broker.base import BrokerError, ErrorClass
-from v6.core.domain import Contract
-from v6.core.marketdata.slots import (
+from core.broker.base import BrokerError, ErrorClass
+from core.domain import Contract
+from core.marketdata.slots import (
     FileSlotPool,
     MemorySlotPool,
     SlotRegistry,

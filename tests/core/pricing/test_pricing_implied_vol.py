@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from v6.core.pricing import IVReason, PricingInputError, bs_price, implied_vol
+from core.pricing import IVReason, PricingInputError, bs_price, implied_vol
 
 
 def _iv(price, S=100.0, K=100.0, T=0.5, r=0.03, q=0.01, is_call=True, **kw):

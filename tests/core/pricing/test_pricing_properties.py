@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from v6.core.pricing import IVReason, bs_greeks, bs_price, implied_vol
+from core.pricing import IVReason, bs_greeks, bs_price, implied_vol
 
 EPS = float(np.finfo(np.float64).eps)
 # Derandomized: the suite is shared, so the same examples run every time (thousands of

@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from v6.core.pricing import (
+from core.pricing import (
     HistoryReason,
     SmileParams,
     VolSurface,

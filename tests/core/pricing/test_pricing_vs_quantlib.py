@@ -20,7 +20,7 @@ from decimal import Decimal, localcontext
 import numpy as np
 import pytest
 
-from v6.core.pricing import IVReason, bs_greeks, bs_price, implied_vol, theta_per_day
+from core.pricing import IVReason, bs_greeks, bs_price, implied_vol, theta_per_day
 
 ql = pytest.importorskip("QuantLib")
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from v6.core.config import BreakerSettings, Settings
-from v6.core.risk.breaker import (
+from core.config import BreakerSettings, Settings
+from core.risk.breaker import (
     Breaker,
     BreakerState,
     BreakerUnavailable,
@@ -22,7 +22,7 @@ from v6.core.risk.breaker import (
     Transition,
     run_outcome,
 )
-from v6.core.store import DeltaStore
+from core.store import DeltaStore
 
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 OK = CycleHealth(ok=True, daily_pnl=0.0, net_liq=100_000.0)

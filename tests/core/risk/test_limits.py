@@ -13,9 +13,9 @@ import polars as pl
 import pytest
 from pydantic import ValidationError
 
-from v6.core.config import ConfigError, LimitSettings, Settings, load_settings
-from v6.core.domain import AccountSummary
-from v6.core.risk.limits import (
+from core.config import ConfigError, LimitSettings, Settings, load_settings
+from core.domain import AccountSummary
+from core.risk.limits import (
     HARD_CAPS,
     MAX_CONTRACTS_PER_DAY,
     MAX_CONTRACTS_PER_ORDER,
@@ -28,8 +28,8 @@ from v6.core.risk.limits import (
     check_limits,
     record_rejections,
 )
-from v6.core.store import DeltaStore
-from v6.core.store.spec import UTC_US
+from core.store import DeltaStore
+from core.store.spec import UTC_US
 
 NOW = datetime(2026, 3, 10, 16, 0, tzinfo=UTC)  # 12:00 New York
 LAST_WEEK = NOW - timedelta(days=7)

@@ -9,9 +9,9 @@ import polars as pl
 import pytest
 from rules_helpers import NOW, snapshot
 
-from v6.core.config import RuleSettings
-from v6.core.rules import RulesEngine
-from v6.core.store import DeltaStore
+from core.config import RuleSettings
+from core.rules import RulesEngine
+from core.store import DeltaStore
 
 
 def engine(root: Path, settings: RuleSettings | None = None) -> RulesEngine:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import polars as pl
 from rules_helpers import NOW, snapshot
 
-from v6.core.config import RuleSettings
-from v6.core.rules import evaluate
+from core.config import RuleSettings
+from core.rules import evaluate
 
 
 def test_differently_chunked_columns_still_give_reasons() -> None:

@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 from rules_helpers import NOW, decide, snapshot, state
 
-from v6.core.config import RuleSettings
-from v6.core.rules import RULE_NAMES, RULES, evaluate
+from core.config import RuleSettings
+from core.rules import RULE_NAMES, RULES, evaluate
 
 # (winner, loser, overrides, prior state kwargs): both rules fire; the winner must decide,
 # and with the winner disabled the loser must.
@@ -204,7 +204,7 @@ def test_every_rule_can_be_disabled() -> None:
 
 
 def test_output_schema_is_the_decisions_table() -> None:
-    from v6.core.store import REGISTRY
+    from core.store import REGISTRY
 
     out = evaluate(snapshot({}), RuleSettings(), None, NOW)
     assert out.schema == REGISTRY["decisions"].schema

@@ -8,10 +8,10 @@ import polars as pl
 import pytest
 from rules_helpers import NOW
 
-from v6.core.config import RuleSettings
-from v6.core.rules import daily_closes, detect_regimes, profit_target, profit_target_expr
-from v6.core.rules.targets import check_targets
-from v6.core.store import UTC_US
+from core.config import RuleSettings
+from core.rules import daily_closes, detect_regimes, profit_target, profit_target_expr
+from core.rules.targets import check_targets
+from core.store import UTC_US
 
 S = RuleSettings()
 LAST_CLOSE = NOW - timedelta(hours=18)  # yesterday's close

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from rules_helpers import decide, state
 
-from v6.core.config import RuleSettings
+from core.config import RuleSettings
 
 URGENCY = {
     "catastrophe": "immediate",

@@ -12,10 +12,10 @@ import polars as pl
 import pytest
 from rules_helpers import NOW
 
-from v6.core.config import RuleSettings
-from v6.core.rules import RULE_NAMES, evaluate, normalize_snapshot
-from v6.core.rules.reference import compare, evaluate_loop
-from v6.core.store import UTC_US
+from core.config import RuleSettings
+from core.rules import RULE_NAMES, evaluate, normalize_snapshot
+from core.rules.reference import compare, evaluate_loop
+from core.store import UTC_US
 
 TYPES = ["iron_condor", "bull_put_spread", "bear_call_spread", "single_leg", "external"]
 REGIMES = ["crash", "high_vol", "normal", "low_vol", "trending", "range_bound", "unknown", None]

@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from v6.core.sim.calendar import (
+from core.sim.calendar import (
     MarketCalendar,
     futures_local_symbol,
     option_local_symbol,

@@ -7,10 +7,10 @@ from collections import defaultdict
 from datetime import date, timedelta
 
 import pytest
-from conftest import OPEN, make_market
+from sim_world import OPEN, make_market
 
-from v6.core.clock import SimClock
-from v6.core.domain import (
+from core.clock import SimClock
+from core.domain import (
     Action,
     ComboLeg,
     Contract,
@@ -20,7 +20,7 @@ from v6.core.domain import (
     Right,
     SecType,
 )
-from v6.core.sim import (
+from core.sim import (
     ExchangeEvent,
     ExecutionReported,
     FaultPlan,

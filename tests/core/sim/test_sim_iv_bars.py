@@ -9,14 +9,14 @@ from itertools import pairwise
 
 import numpy as np
 import pytest
-from conftest import OPEN, make_market
+from sim_world import OPEN, make_market
 
-from v6.core.clock import SimClock
-from v6.core.domain import Contract
-from v6.core.sim import MarketSimulator, SimExchange
-from v6.core.sim.exchange import SimExchangeError
-from v6.core.sim.market import IMPLIED_VOL
-from v6.core.sim.volsurface import RISK_FREE, implied_vol
+from core.clock import SimClock
+from core.domain import Contract
+from core.sim import MarketSimulator, SimExchange
+from core.sim.exchange import SimExchangeError
+from core.sim.market import IMPLIED_VOL
+from core.sim.volsurface import RISK_FREE, implied_vol
 
 THIRTY_DAYS = 30.0 / 365.0
 

@@ -8,13 +8,13 @@ from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pytest
-from conftest import OPEN, make_market
+from sim_world import OPEN, make_market
 
-from v6.core.clock import SimClock
-from v6.core.domain import Bar, Contract, Right
-from v6.core.sim import MarketSimulator, Regime, RegimeSchedule
-from v6.core.sim.instruments import decode_option_id
-from v6.core.sim.volsurface import option_half_spread
+from core.clock import SimClock
+from core.domain import Bar, Contract, Right
+from core.sim import MarketSimulator, Regime, RegimeSchedule
+from core.sim.instruments import decode_option_id
+from core.sim.volsurface import option_half_spread
 
 DAY = date(2026, 3, 2)
 

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 from deltalake import DeltaTable
 
-from v6.core.store import (
+from core.store import (
     REGISTRY,
     UTC_US,
     DeltaStore,
@@ -19,7 +19,7 @@ from v6.core.store import (
     TableSpec,
     UnknownTableError,
 )
-from v6.core.store.schemas.market import UtcTs
+from core.store.schemas.market import UtcTs
 
 T0 = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
 

@@ -13,7 +13,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from v6.core.store import (
+from core.store import (
     REGISTRY,
     UTC_US,
     DeltaStore,
@@ -21,7 +21,7 @@ from v6.core.store import (
     UnknownTableError,
     WriteResult,
 )
-from v6.core.store.memory import MAX_CHUNKS, MemoryStore
+from core.store.memory import MAX_CHUNKS, MemoryStore
 
 T0 = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
 Store = DeltaStore | MemoryStore

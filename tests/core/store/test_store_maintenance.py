@@ -8,8 +8,8 @@ from pathlib import Path
 import polars as pl
 from deltalake import DeltaTable
 
-from v6.core.store import UTC_US, DeltaStore
-from v6.core.store.maintenance import disk_usage, maintain, maintain_table
+from core.store import UTC_US, DeltaStore
+from core.store.maintenance import disk_usage, maintain, maintain_table
 
 DAYS = [date(2026, 3, 2), date(2026, 3, 3), date(2026, 3, 4)]
 

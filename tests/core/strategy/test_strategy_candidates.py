@@ -10,10 +10,10 @@ import pytest
 from scipy.special import ndtr
 from strategy_chains import NOW, expiry_for, synthetic_chain
 
-from v6.core.analysis.futures import InsufficientData, LeadingSignal
-from v6.core.config import Settings
-from v6.core.pricing import bs_price
-from v6.core.strategy.candidates import Candidate, EntrySignals, build_candidates, model_at_credit
+from core.analysis.futures import InsufficientData, LeadingSignal
+from core.config import Settings
+from core.pricing import bs_price
+from core.strategy.candidates import Candidate, EntrySignals, build_candidates, model_at_credit
 
 
 def settings(**strategies: object) -> Settings:

@@ -10,17 +10,17 @@ import polars as pl
 import pytest
 from strategy_chains import NOW, synthetic_chain
 
-from v6.core.config import Settings
-from v6.core.domain import AccountSummary
-from v6.core.risk.limits import (
+from core.config import Settings
+from core.domain import AccountSummary
+from core.risk.limits import (
     MAX_CONTRACTS_PER_DAY,
     Book,
     candidate_book,
     check_limits,
 )
-from v6.core.store.spec import UTC_US
-from v6.core.strategy.candidates import Candidate
-from v6.core.strategy.pipeline import HELD_SCHEMA, EntryPlan, plan_entries
+from core.store.spec import UTC_US
+from core.strategy.candidates import Candidate
+from core.strategy.pipeline import HELD_SCHEMA, EntryPlan, plan_entries
 
 ACCOUNT = AccountSummary("DU0000001", 100_000.0, 200_000.0, 90_000.0, 0.0)
 LOOSE_LIMITS: dict[str, Any] = {

@@ -8,10 +8,10 @@ import polars as pl
 import pytest
 from strategy_chains import NOW, expiry_for, synthetic_chain, years_to
 
-from v6.core.config import StrategySettings
-from v6.core.pricing import VolSurface, skew_metrics
-from v6.core.strategy.chain import prepare_chain
-from v6.core.strategy.skew import lean, measure_skew
+from core.config import StrategySettings
+from core.pricing import VolSurface, skew_metrics
+from core.strategy.chain import prepare_chain
+from core.strategy.skew import lean, measure_skew
 
 T45 = years_to(expiry_for(NOW, 45), NOW)
 

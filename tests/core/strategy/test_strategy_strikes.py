@@ -7,11 +7,11 @@ import polars as pl
 import pytest
 from strategy_chains import NOW, synthetic_chain
 
-from v6.core.config import StrategySettings
-from v6.core.pricing import VolSurface
-from v6.core.strategy.chain import prepare_chain
-from v6.core.strategy.skew import lean, measure_skew
-from v6.core.strategy.strikes import delta_targets, select_strikes
+from core.config import StrategySettings
+from core.pricing import VolSurface
+from core.strategy.chain import prepare_chain
+from core.strategy.skew import lean, measure_skew
+from core.strategy.strikes import delta_targets, select_strikes
 
 BASE = StrategySettings(skew_neutral=0.30, skew_full_lean=0.20)
 RICH_PUTS = VolSurface(skew=-0.95, eta=0.7)  # skew_norm ~0.44

@@ -1,0 +1,182 @@
+"""The exit rules' per-strategy snapshot, built from the book's held legs and live quotes.
+
+One vectorised pass over the legs (polars group-by), per strategy and per ONE unit:
+- P&L: `entry` = sum(ratio x multiplier x average fill price), `value` = the same at mid.
+  entry < 0 is a credit received: profit % = (credit - cost to close) / credit; otherwise a
+  debit: (value - debit) / debit (`rules.profit_pct_expr`).
+- greeks per share, signed: sum(ratio x multiplier x greek) / 100 (an option contract's
+  delta is per share already; a stock leg of 100 shares counts 1.0).
+- `iv`: the mean implied vol of the short option legs (weighted by |ratio|), of all option
+  legs when none is short: the vol the position is selling.
+- `dte`: the nearest option expiry, in market days from today (New York date).
+- context (regime, 1-hour move, IV percentile, VIX) joined on the underlying.
+A leg without a mid (or a greek) makes that strategy's number null, never a partial sum,
+so the rules report NO_DATA instead of deciding on half a position.
+
+`entry_iv`/`entry_vix` are the current values here: the rules' state is write-once and
+wins, so they only seed strategies seen for the first time (adopted or recorded before a
+crash); a fill records the real entry values (`entry_values`).
+
+Book strategy types are mapped onto the rules' vocabulary: `single` -> `single_leg`, a
+`vertical` -> `bull_put_spread` (puts) or `bear_call_spread` (calls; the rules treat both
+verticals alike), and anything V6 may not manage (EXTERNAL, untagged) -> `external`, which
+the rules never action.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+import polars as pl
+
+from core.rules.inputs import profit_pct_expr
+from core.rules.vocab import StrategyType as RuleType
+from core.strategy.candidates import Candidate
+
+MARKET_TZ = ZoneInfo("America/New_York")
+c = pl.col
+
+_BOOK_TO_RULES = {
+    "iron_condor": RuleType.IRON_CONDOR.value,
+    "bull_put_spread": RuleType.BULL_PUT_SPREAD.value,
+    "bear_call_spread": RuleType.BEAR_CALL_SPREAD.value,
+    "single": RuleType.SINGLE_LEG.value,
+}
+
+
+def _all_finite(expr: pl.Expr) -> pl.Expr:
+    return (expr.is_not_null() & expr.is_finite()).all()
+
+
+def rules_type() -> pl.Expr:
+    """The rules' strategy type of each leg's strategy (see the module doc)."""
+    book = c("strategy_type")
+    puts = (c("right") == "P").all().over("strategy_id")
+    vertical = (
+        pl.when(puts)
+        .then(pl.lit(RuleType.BULL_PUT_SPREAD.value))
+        .otherwise(pl.lit(RuleType.BEAR_CALL_SPREAD.value))
+    )
+    mapped = book.replace_strict(_BOOK_TO_RULES, default=None, return_dtype=pl.String)
+    return (
+        pl.when(~c("managed").fill_null(False))
+        .then(pl.lit(RuleType.EXTERNAL.value))
+        .when(book == "vertical")
+        .then(vertical)
+        .otherwise(mapped.fill_null(pl.lit(RuleType.EXTERNAL.value)))
+    )
+
+
+def strategy_snapshot(legs: pl.DataFrame, context: pl.DataFrame, now: datetime) -> pl.DataFrame:
+    """One row per strategy holding a position: the rules' snapshot columns plus `units`,
+    `managed`, `book_type`, `entry_usd` and `value_usd` (per unit) for the audit."""
+    if legs.is_empty():
+        return _empty()
+    today: date = now.astimezone(MARKET_TZ).date()
+    opt = c("sec_type") == "OPT"
+    short_opt = opt & (c("ratio") < 0)
+    unit = c("ratio") * c("multiplier")
+    iv_ok = c("iv").is_finite() & (c("iv") > 0)
+    w_short = pl.when(short_opt & iv_ok).then(c("ratio").abs())
+    w_any = pl.when(opt & iv_ok).then(c("ratio").abs())
+    iv_short = (w_short * c("iv")).sum() / w_short.sum()
+    iv_all = (w_any * c("iv")).sum() / w_any.sum()
+    has_short = short_opt.any()
+    gamma = pl.when(opt).then(c("gamma")).otherwise(0.0)
+    delta = pl.when(opt).then(c("delta")).otherwise(1.0)
+    per = (
+        legs.with_columns(rules_type().alias("_rtype"))
+        .group_by("strategy_id", maintain_order=True)
+        .agg(
+            c("_rtype").first().alias("strategy_type"),
+            c("strategy_type").first().alias("book_type"),
+            c("underlying").first(),
+            c("managed").first().fill_null(False),
+            (c("quantity").abs() // c("ratio").abs()).max().alias("units"),
+            (unit * c("avg_price")).sum().alias("entry_usd"),
+            _all_finite(c("avg_price")).alias("_entry_ok"),
+            (unit * c("mid")).sum().alias("value_usd"),
+            _all_finite(c("mid")).alias("_mark_ok"),
+            ((c("ratio") * c("multiplier") * delta).sum() / 100.0).alias("net_delta"),
+            _all_finite(pl.when(opt).then(c("delta")).otherwise(0.0)).alias("_delta_ok"),
+            ((c("ratio") * c("multiplier") * gamma).sum() / 100.0).alias("net_gamma"),
+            _all_finite(gamma).alias("_gamma_ok"),
+            pl.when(has_short).then(iv_short).otherwise(iv_all).alias("iv"),
+            c("expiry").filter(opt).min().alias("_expiry"),
+        )
+    )
+    entry = pl.when(c("_entry_ok")).then(c("entry_usd"))
+    value = pl.when(c("_mark_ok")).then(c("value_usd"))
+    credit = entry < 0
+    snap = per.with_columns(
+        profit_pct_expr(
+            entry.abs(),
+            pl.when(credit).then(-value).otherwise(value),
+            credit.fill_null(False),
+        ).alias("profit_pct"),
+        (c("_expiry") - pl.lit(today)).dt.total_days().cast(pl.Int64).alias("dte"),
+        pl.when(c("_delta_ok")).then(c("net_delta")).alias("net_delta"),
+        pl.when(c("_gamma_ok")).then(c("net_gamma")).alias("net_gamma"),
+        pl.when(c("iv").is_finite() & (c("iv") > 0)).then(c("iv")).alias("iv"),
+    )
+    ctx = context.select(
+        c("symbol").alias("underlying"),
+        "regime",
+        "underlying_move_1h_pct",
+        "iv_percentile",
+        "vix",
+    )
+    out = snap.join(ctx, on="underlying", how="left").with_columns(
+        c("iv").alias("entry_iv"), c("vix").alias("entry_vix")
+    )
+    return out.select(list(_SCHEMA)).cast(_SCHEMA)
+
+
+_SCHEMA = pl.Schema(
+    {
+        "strategy_id": pl.String(),
+        "strategy_type": pl.String(),
+        "underlying": pl.String(),
+        "regime": pl.String(),
+        "profit_pct": pl.Float64(),
+        "dte": pl.Int64(),
+        "net_delta": pl.Float64(),
+        "net_gamma": pl.Float64(),
+        "iv": pl.Float64(),
+        "entry_iv": pl.Float64(),
+        "iv_percentile": pl.Float64(),
+        "vix": pl.Float64(),
+        "entry_vix": pl.Float64(),
+        "underlying_move_1h_pct": pl.Float64(),
+        "units": pl.Int64(),
+        "managed": pl.Boolean(),
+        "book_type": pl.String(),
+        "entry_usd": pl.Float64(),
+        "value_usd": pl.Float64(),
+    }
+)
+
+
+def _empty() -> pl.DataFrame:
+    return pl.DataFrame(schema=_SCHEMA)
+
+
+def entry_values(cand: Candidate, vix: float) -> dict[str, object]:
+    """`rule_state` entry values of a filled candidate, measured the way the snapshot
+    measures a held strategy (short-leg IV, |ratio|-weighted)."""
+    shorts = [(abs(leg.ratio), leg.iv) for leg in cand.legs if leg.ratio < 0]
+    legs = shorts or [(abs(leg.ratio), leg.iv) for leg in cand.legs]
+    good = [(w, v) for w, v in legs if math.isfinite(v) and v > 0]
+    iv = sum(w * v for w, v in good) / sum(w for w, _ in good) if good else math.nan
+    return {
+        "strategy_id": cand.strategy_id,
+        "entry_iv": iv if math.isfinite(iv) else None,
+        "entry_vix": vix if math.isfinite(vix) and vix > 0 else None,
+    }
+
+
+SNAPSHOT_EXTRA = ("units", "managed", "book_type", "entry_usd", "value_usd")
+
+__all__ = ["SNAPSHOT_EXTRA", "entry_values", "rules_type", "strategy_snapshot"]

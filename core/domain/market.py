@@ -1,0 +1,77 @@
+"""Market data and account snapshots as the broker reports them."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+
+from core.domain.contracts import Contract
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """A snapshot of one contract. NaN means "the broker did not say"; never a silent zero.
+
+    Greeks are per one unit of the underlying (IB's convention), not per contract.
+    `stale` is set when the data is older than the caller's freshness bound or the
+    broker flagged it frozen/delayed-frozen.
+    """
+
+    contract: Contract
+    time: datetime
+    bid: float = math.nan
+    ask: float = math.nan
+    last: float = math.nan
+    bid_size: int = 0
+    ask_size: int = 0
+    volume: int = 0
+    iv: float = math.nan
+    delta: float = math.nan
+    gamma: float = math.nan
+    vega: float = math.nan
+    theta: float = math.nan
+    underlying_price: float = math.nan
+    stale: bool = False
+
+    @property
+    def mid(self) -> float:
+        if self.is_crossed or math.isnan(self.bid) or math.isnan(self.ask):
+            return math.nan
+        return (self.bid + self.ask) / 2.0
+
+    @property
+    def is_crossed(self) -> bool:
+        return not (math.isnan(self.bid) or math.isnan(self.ask)) and self.bid > self.ask
+
+    @property
+    def has_greeks(self) -> bool:
+        return not any(
+            math.isnan(x) for x in (self.iv, self.delta, self.gamma, self.vega, self.theta)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    """One OHLCV bar; `time` is the bar's start, UTC."""
+
+    time: datetime
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: int
+    wap: float = math.nan
+    count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSummary:
+    account: str
+    net_liquidation: float
+    buying_power: float
+    available_funds: float
+    maintenance_margin: float
+    realized_pnl: float = 0.0
+    unrealized_pnl: float = 0.0
+    currency: str = "USD"

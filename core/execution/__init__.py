@@ -1,0 +1,12 @@
+"""Transactional execution: strategies go on (and off, and roll) as one combo order, with
+intents written before submit, bounded repricing and retries that never double an order."""
+
+from core.execution.executor import (
+    ComboExecutor,
+    ExecStatus,
+    ExecutionResult,
+    real_wait,
+    sim_waiter,
+)
+
+__all__ = ["ComboExecutor", "ExecStatus", "ExecutionResult", "real_wait", "sim_waiter"]

@@ -1,0 +1,19 @@
+"""Delta Lake tables: names, pandera schemas, validated append/merge/read."""
+
+from core.store.delta import DeltaStore, TableStats, WriteResult
+from core.store.errors import CommitConflictError, SchemaViolation, StoreError, UnknownTableError
+from core.store.registry import REGISTRY
+from core.store.spec import UTC_US, TableSpec
+
+__all__ = [
+    "REGISTRY",
+    "UTC_US",
+    "CommitConflictError",
+    "DeltaStore",
+    "SchemaViolation",
+    "StoreError",
+    "TableSpec",
+    "TableStats",
+    "UnknownTableError",
+    "WriteResult",
+]

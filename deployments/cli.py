@@ -1,0 +1,308 @@
+"""The `v6` command: one entry point for operating V6.
+
+Every failure a user can cause (bad config, unreachable store, unknown table) is
+printed as one line saying what is wrong and how to fix it, with exit code 2;
+a traceback means a bug in V6.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from core.config import ConfigError, Settings, load_settings
+from core.store import DeltaStore, StoreError
+from deployments.errors import UserError
+
+app = typer.Typer(
+    name="v6",
+    help="V6: autonomous options trading on Interactive Brokers, orchestrated by Prefect.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Inspect and validate the configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+breaker_app = typer.Typer(
+    help="Show, trip or reset the circuit breaker (durable, audited).", no_args_is_help=True
+)
+app.add_typer(breaker_app, name="breaker")
+
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="TOML config file (default: $V6_CONFIG or ./v6.toml)"),
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _settings(config: Path | None) -> Settings:
+    return load_settings(config)
+
+
+@config_app.command("check")
+def config_check(config: ConfigOption = None) -> None:
+    """Validate the configuration and print the effective settings (secrets masked)."""
+    settings = _settings(config)
+    console.print_json(json.dumps(settings.masked(), default=str))
+    console.print("[green]configuration OK[/green]")
+
+
+@config_app.command("example")
+def config_example() -> None:
+    """Print a config file documenting every setting with its default (v6.example.toml)."""
+    from core.config_example import render_example_toml
+
+    typer.echo(render_example_toml(), nl=False)
+
+
+@app.command("tables")
+def tables(config: ConfigOption = None) -> None:
+    """List V6's Delta tables: rows, version, files and size."""
+    settings = _settings(config)
+    store = DeltaStore.from_settings(settings)
+    table = Table(title=f"Delta tables under {store.root}")
+    for col in ("table", "rows", "version", "files", "size"):
+        table.add_column(col, justify="left" if col == "table" else "right")
+    for name in sorted(store.registry):
+        st = store.stats(name)
+        exists = st.version >= 0
+        table.add_row(
+            name,
+            str(st.rows) if exists else "-",
+            str(st.version) if exists else "not created",
+            str(st.files) if exists else "-",
+            _human_bytes(st.size_bytes) if exists else "-",
+        )
+    console.print(table)
+
+
+@app.command("demo")
+def demo(
+    config: ConfigOption = None,
+    days: Annotated[int, typer.Option(min=1, max=20, help="simulated trading days")] = 3,
+    cycle_minutes: Annotated[
+        int, typer.Option(min=5, max=390, help="simulated minutes between trading cycles")
+    ] = 60,
+) -> None:
+    """Run V6 end to end on the simulator: gateway, every flow, breaker trip and recovery."""
+    from deployments.demo import run_demo
+
+    run_demo(_settings(config), console, days=days, cycle_minutes=cycle_minutes)
+
+
+@app.command("chaos")
+def chaos(
+    config: ConfigOption = None,
+    days: Annotated[int, typer.Option(min=1, help="simulated trading days")] = 5,
+    seed: Annotated[int, typer.Option(help="fault-plan and market seed (replays a run)")] = 1,
+    cycle_minutes: Annotated[int, typer.Option(min=5, help="simulated minutes per cycle")] = 120,
+    rate: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="chance of a fault per cycle after the first round"),
+    ] = 0.3,
+    keep: Annotated[
+        Path | None, typer.Option(help="keep the soak's Delta tables here (default: scratch)")
+    ] = None,
+) -> None:
+    """Soak the full system under seeded faults; exit 1 with the seed on the first violation."""
+    from deployments.chaos import run_chaos_cli
+
+    report = run_chaos_cli(
+        _settings(config), console, days=days, seed=seed, cycle_minutes=cycle_minutes,
+        rate=rate, keep=keep,
+    )  # fmt: skip
+    if not report.ok:
+        err_console.print(
+            f"[red]chaos violation[/red] (seed {seed}): {escape(str(report.violation))}"
+        )
+        raise typer.Exit(1)
+
+
+@app.command("serve")
+def serve(
+    config: ConfigOption = None,
+    pause_on_trip: Annotated[
+        bool,
+        typer.Option(
+            "--pause-on-trip",
+            help="also install the automation that pauses trading_cycle when a run ends "
+            "CircuitTripped (a second layer; the breaker in the store is what stops trading)",
+        ),
+    ] = False,
+) -> None:
+    """Serve every flow as a scheduled deployment against a running Prefect server."""
+    from deployments.serve import serve_all
+
+    serve_all(_settings(config), console, pause_on_trip=pause_on_trip)
+
+
+@app.command("run")
+def run(
+    flow: Annotated[str, typer.Argument(help="catalog flow name, e.g. variance_analysis")],
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", help="KEY=VALUE (JSON when it parses); repeatable"),
+    ] = None,
+    deployment: Annotated[
+        bool,
+        typer.Option(
+            "--deployment", help="trigger the served deployment FLOW/FLOW instead of in-process"
+        ),
+    ] = False,
+    timeout: Annotated[
+        float | None,
+        typer.Option(help="with --deployment: stop following after this many seconds"),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run one flow now, ad hoc; exit 0 if it ends Completed, 1 otherwise."""
+    from deployments.runs import find_entry, parse_params, run_local, run_on_server
+
+    item = find_entry(flow)
+    params = parse_params(item, item.load(), param or [])
+    if deployment:
+        result = run_on_server(item, params, console, timeout_s=timeout)
+    else:
+        result = run_local(item, params, _settings(config))
+    if result.data is not None:
+        console.print_json(json.dumps(result.data, default=str))
+    style = "green" if result.exit_code == 0 else "red"
+    console.print(f"[{style}]{result.line()}[/{style}]", soft_wrap=True, markup=True)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command("deploy-config")
+def deploy_config(config: ConfigOption = None) -> None:
+    """Print prefect.yaml (process work pool `v6-process`) for workers on other machines."""
+    from deployments.deploy_config import render_prefect_yaml
+
+    typer.echo(render_prefect_yaml(_settings(config)), nl=False)
+
+
+@app.command("gateway-sim")
+def gateway_sim(
+    port: Annotated[int, typer.Option(help="TCP port (4002 = IB paper gateway; 0 = any)")] = 4002,
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    speed: Annotated[float, typer.Option(help="simulated seconds per wall second")] = 1.0,
+    config: ConfigOption = None,
+) -> None:
+    """Run the IB gateway simulator (TWS socket protocol over the market simulator)."""
+    import asyncio
+
+    from core.sim.gateway import GatewayServer, run_gateway
+
+    settings = _settings(config)
+
+    def ready(server: GatewayServer) -> None:
+        console.print(
+            f"gateway simulator listening on {host}:{server.port} "
+            f"(clock {server.now:%Y-%m-%d %H:%M}Z, x{speed:g}); connect with "
+            f'broker.kind = "ib", broker.port = {server.port}. Ctrl-C stops it.',
+            soft_wrap=True,
+        )
+
+    try:
+        asyncio.run(run_gateway(host, port, settings, speed=speed, on_ready=ready))
+    except KeyboardInterrupt:
+        console.print("gateway simulator stopped")
+    except OSError as exc:
+        raise UserError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}); "
+            "pick a free port with --port or stop what is using it"
+        ) from None
+    except ValueError as exc:
+        raise UserError(f"gateway-sim: {exc}") from None
+
+
+ReasonOption = Annotated[str | None, typer.Option("--reason", "-r", help="why (required; audited)")]
+ActorOption = Annotated[str | None, typer.Option("--actor", help="who (default: $USER)")]
+
+
+@breaker_app.command("status")
+def breaker_status(config: ConfigOption = None) -> None:
+    """Breaker state, since when, why, and its recent transitions."""
+    from deployments.status import print_breaker_status
+
+    print_breaker_status(_settings(config), console)
+
+
+@breaker_app.command("trip")
+def breaker_trip(
+    reason: ReasonOption = None, actor: ActorOption = None, config: ConfigOption = None
+) -> None:
+    """Open the breaker now: no new entries until it is reset or a probe closes it."""
+    from deployments.status import breaker_change
+
+    t = breaker_change(_settings(config), "trip", reason, actor)
+    console.print(
+        f"breaker {t.from_state.value} -> [bold red]{t.to_state.value}[/bold red] "
+        f"by {t.actor}: {t.reason}",
+        soft_wrap=True,
+    )
+
+
+@breaker_app.command("reset")
+def breaker_reset(
+    reason: ReasonOption = None, actor: ActorOption = None, config: ConfigOption = None
+) -> None:
+    """Close the breaker now (trip counts start afresh)."""
+    from deployments.status import breaker_change
+
+    t = breaker_change(_settings(config), "reset", reason, actor)
+    console.print(
+        f"breaker {t.from_state.value} -> [green]{t.to_state.value}[/green] "
+        f"by {t.actor}: {t.reason}",
+        soft_wrap=True,
+    )
+
+
+@app.command("status")
+def status(config: ConfigOption = None) -> None:
+    """Positions, P&L, breaker state and the last run of each flow."""
+    from deployments.status import print_status
+
+    print_status(_settings(config), console)
+
+
+def _human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def main() -> None:
+    """Console entry point: user errors become one clear line, exit code 2."""
+    # Nothing leaves this machine: a temporary Prefect server that a command starts (a
+    # subprocess, which reads this environment) sends no telemetry. A user's own setting wins.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    try:
+        app()
+    except ConfigError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        err_console.print(
+            "fix: edit the file (see v6.example.toml) or the V6_* variable named above"
+        )
+        sys.exit(2)
+    except (StoreError, UserError) as exc:
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

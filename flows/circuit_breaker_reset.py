@@ -1,0 +1,39 @@
+"""Manual, audited breaker control: reset (or trip) with a required reason.
+
+Ad hoc only. The transition is written to `risk_state` with the actor and reason,
+and a markdown artifact records it in the Prefect UI next to the runs it affects.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+
+from tasks.risk import breaker_manual
+
+
+@flow(name="circuit_breaker_reset", retries=0)
+async def circuit_breaker_reset(
+    reason: str, actor: str = "prefect-ui", action: Literal["reset", "trip"] = "reset"
+) -> dict[str, str]:
+    if not reason.strip():
+        raise ValueError("reason is required: say why the breaker is being changed")
+    transition = breaker_manual(action, reason, actor)
+    await create_markdown_artifact(
+        key="circuit-breaker-manual",
+        markdown=(
+            f"### Breaker {action}\n\n| | |\n|---|---|\n"
+            f"| by | {actor} |\n| from | {transition.from_state.value} |\n"
+            f"| to | {transition.to_state.value} |\n| reason | {reason} |\n"
+            f"| at | {transition.ts.isoformat()} |\n"
+        ),
+        description=f"manual breaker {action}",
+    )
+    return {
+        "from": transition.from_state.value,
+        "to": transition.to_state.value,
+        "reason": reason,
+        "actor": actor,
+    }

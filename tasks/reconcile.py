@@ -1,0 +1,170 @@
+"""Tasks of position reconciliation: thin wrappers over `core.reconcile` and the Book.
+
+The broker fetch is read-only and retries with back-off (a repeat simply asks again,
+reconnecting if the line dropped). The write is a set of idempotent merges (fills
+insert-only), so it may retry too. Nothing caches: inputs hold a live broker connection.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import polars as pl
+from prefect import get_run_logger, task
+from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from core.book.ledger import Book
+from core.broker.base import Broker
+from core.marketdata.slots import SlotReport, default_slot_pool
+from core.reconcile import (
+    BookFrames,
+    BrokerFrames,
+    ReconcileResult,
+    Tolerance,
+    executions_since,
+    reconcile,
+)
+from core.runtime import current_runtime
+
+BREAKS_KEY = "reconciliation-breaks"
+SUMMARY_KEY = "reconciliation-summary"
+
+
+@task(name="connect-broker", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5])
+async def connect_broker() -> Broker:
+    """A new connection for this run (each run owns its own clientId/connection)."""
+    broker = current_runtime().new_broker()
+    await broker.connect()
+    return broker
+
+
+@task(name="load-book", cache_policy=NO_CACHE)
+async def load_book() -> tuple[BookFrames, datetime | None]:
+    """The whole book, and when it was last reconciled (the executions watermark)."""
+    rt = current_runtime()
+    book = Book(rt.store, rt.clock)
+    return book.frames(), book.last_reconciled_at()
+
+
+@task(name="fetch-broker-state", cache_policy=NO_CACHE)
+async def fetch_broker_state(broker: Broker, since: datetime | None) -> BrokerFrames:
+    """Positions, executions since the watermark, open orders (read-only: safe to retry)."""
+    if not broker.is_connected:
+        await broker.connect()
+    positions = await broker.positions()
+    executions = await broker.executions(since)
+    open_orders = await broker.open_orders()
+    get_run_logger().info(
+        "broker: %d positions, %d executions since %s, %d open orders",
+        len(positions), len(executions), since, len(open_orders),
+    )  # fmt: skip
+    return BrokerFrames.from_domain(positions, executions, open_orders)
+
+
+def fetch_with_retries() -> Any:
+    """`fetch_broker_state` with the retry policy from `settings.reconciliation`."""
+    cfg = current_runtime().settings.reconciliation
+    delays = [cfg.fetch_backoff_s * 2**i for i in range(cfg.fetch_retries)]
+    return fetch_broker_state.with_options(
+        retries=cfg.fetch_retries, retry_delay_seconds=delays or 0, retry_jitter_factor=0.2
+    )
+
+
+def watermark(last: datetime | None) -> datetime | None:
+    cfg = current_runtime().settings.reconciliation
+    return executions_since(last, timedelta(minutes=cfg.executions_overlap_min))
+
+
+@task(name="reconcile-book", cache_policy=NO_CACHE)
+async def reconcile_book(
+    book: BookFrames, broker: BrokerFrames, as_of: datetime, run_id: str, account: str | None
+) -> ReconcileResult:
+    cfg = current_runtime().settings.reconciliation
+    tol = Tolerance(cfg.avg_price_tolerance, cfg.avg_price_tolerance_rel)
+    return reconcile(book, broker, as_of=as_of, run_id=run_id, account=account, tolerance=tol)
+
+
+@task(name="write-reconciliation", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5])
+async def write_reconciliation(result: ReconcileResult) -> dict[str, int]:
+    """One commit per table, breaks first (see `Book.apply`); a retry re-merges the same rows."""
+    rt = current_runtime()
+    return Book(rt.store, rt.clock).apply(result)
+
+
+@task(name="slot-usage", cache_policy=NO_CACHE)
+async def slot_usage(report: SlotReport | None = None) -> dict[str, Any]:
+    """Market-data lines on the account now (and this cycle's registry report, if any)."""
+    rt = current_runtime()
+    budget = rt.settings.broker.market_data_lines
+    pool = default_slot_pool(budget, rt.settings.storage.root)
+    usage = pool.usage()
+    out: dict[str, Any] = {
+        "budget": budget,
+        "account_in_use": sum(usage.values()),
+        "owners": usage,
+    }
+    if report is not None:
+        out["cycle"] = report.as_dict()
+    return out
+
+
+@task(name="publish-reconciliation-artifact", cache_policy=NO_CACHE)
+async def publish_artifact(result: ReconcileResult, slots: dict[str, Any]) -> None:
+    """A table of every break and how it was resolved, and a summary with the slot usage."""
+    rows = (
+        result.breaks.select(
+            "kind", "resolution", "resolved", "severity", "contract", "strategy_id", "leg_id",
+            "quantity_delta", "book_quantity", "broker_quantity", "exec_id", "detail",
+        )
+        .with_columns(pl.all().cast(pl.String).fill_null(""))
+        .sort("resolved", "severity", "kind")
+        .to_dicts()
+    )  # fmt: skip
+    summary = result.summary()
+    await acreate_table_artifact(
+        key=BREAKS_KEY,
+        table=rows or [{"kind": "none", "resolution": "book equals broker"}],
+        description=(
+            f"Reconciliation {result.run_id}: {summary['breaks']} break(s), "
+            f"{summary['unresolved_breaks']} unresolved, {summary['urgent_breaks']} urgent"
+        ),
+    )
+    by_kind = "\n".join(f"| {k} | {n} |" for k, n in summary["breaks_by_kind"].items())
+    cycle = slots.get("cycle", {})
+    split = (
+        f"{cycle.get('streamed', 0)} streamed / {cycle.get('snapshot', 0)} snapshot"
+        if cycle
+        else "no market data requested by this run"
+    )
+    markdown = f"""# Position reconciliation {result.run_id}
+
+As of {result.as_of.isoformat()}: **book {"equals" if summary["in_agreement"] else "DIFFERS FROM"}
+the broker** over {summary["positions"]} position(s).
+
+| | |
+|---|---|
+| breaks | {summary["breaks"]} |
+| unresolved (circuit-breaker input) | {summary["unresolved_breaks"]} |
+| urgent (assignments, unknown refs) | {summary["urgent_breaks"]} |
+| fills recorded | {summary["fills_recorded"]} |
+| duplicate execution reports ignored | {summary["duplicate_reports"]} |
+
+## Breaks by kind
+
+| kind | count |
+|---|---|
+{by_kind or "| none | 0 |"}
+
+## Market-data lines
+
+{slots["account_in_use"]} of {slots["budget"]} lines in use on the account ({split}).
+"""
+    await acreate_markdown_artifact(key=SUMMARY_KEY, markdown=markdown)
+    log = get_run_logger()
+    if summary["unresolved_breaks"]:
+        log.warning("%d unresolved reconciliation break(s)", summary["unresolved_breaks"])
+    if summary["urgent_breaks"]:
+        log.warning("%d urgent break(s): see the %s artifact", summary["urgent_breaks"],
+                    BREAKS_KEY)  # fmt: skip

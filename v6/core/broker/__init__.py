@@ -1,5 +1,0 @@
-"""Brokers: the `Broker` protocol and its implementations (SimBroker, IBBroker)."""
-
-from v6.core.broker.base import Broker, BrokerError, ErrorClass
-
-__all__ = ["Broker", "BrokerError", "ErrorClass"]
