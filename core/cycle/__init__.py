@@ -7,12 +7,12 @@ runs call the same composition with `wrap=identity`.
 
 from core.cycle.context import CycleContext, Step, Wrap, identity, last_connected_at
 from core.cycle.market import MarketView
+from core.cycle.report import CycleReport
 from core.cycle.run import (
     EXECUTE_ENTRIES,
     EXECUTE_EXITS,
     ORDER_STEPS,
     READ_ONLY_STEPS,
-    CycleReport,
     CycleRun,
     CycleStepError,
     run_cycle,

@@ -17,29 +17,21 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from typing import Any
 
 from polars.exceptions import PanicException
 
 from core.cycle.context import CycleContext, Wrap, identity
 from core.cycle.market import MarketView
+from core.cycle.report import CycleReport, EntriesStep, ExitsStep, all_results
 from core.cycle.steps import (
-    EntriesStep,
-    EntryStep,
-    ExitsStep,
-    ReconcileStep,
-    RulesStep,
-    SummaryStep,
-    all_results,
     entry_candidates,
     execute_entries,
     execute_exits,
     exit_rules,
     market_data,
     reconcile_step,
-    rejected_orders,
     summarise,
 )
 from core.execution.executor import Waiter
@@ -49,7 +41,6 @@ from core.risk.breaker import (
     BreakerUnavailable,
     CycleHealth,
     Gate,
-    GateMode,
     OutcomeType,
     RunOutcome,
     Transition,
@@ -75,59 +66,6 @@ SUMMARISE = "summarise"
 RECORD = "breaker-record-cycle"
 READ_ONLY_STEPS = frozenset({RECONCILE, MARKET_DATA, EXIT_RULES, ENTRY_CANDIDATES, SUMMARISE})
 ORDER_STEPS = frozenset({EXECUTE_EXITS, EXECUTE_ENTRIES})
-
-
-@dataclass
-class CycleReport:
-    """Everything one cycle saw and did: the artifact's content and the breaker's input."""
-
-    run_id: str
-    mode: GateMode
-    started_at: datetime
-    exits_only: bool = False
-    reconcile: ReconcileStep | None = None
-    market: MarketView | None = None
-    rules: RulesStep | None = None
-    exits: ExitsStep | None = None
-    plan: EntryStep | None = None
-    entries: EntriesStep | None = None
-    summary: SummaryStep | None = None
-    failure: str | None = None
-    failed_step: str | None = None
-    disconnected_s: float = 0.0
-    entries_skipped: str | None = None  # why entries did not run although the gate allowed
-    steps: list[str] = field(default_factory=list)
-    finished_at: datetime | None = None
-
-    def fail(self, step: str, exc: BaseException) -> None:
-        text = str(exc).strip().splitlines()
-        self.failed_step = step
-        self.failure = f"{step}: {type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
-        log.error("cycle %s failed in %s: %s", self.run_id, step, exc)
-
-    @property
-    def ok(self) -> bool:
-        return self.failure is None
-
-    def health(self) -> CycleHealth:
-        """The breaker's view of this cycle (unknown numbers are NaN, never zero)."""
-        summary = self.summary
-        net_liq = summary.net_liq if summary is not None else math.nan
-        pnl = summary.daily_pnl if summary is not None else math.nan
-        if not (math.isfinite(net_liq) and net_liq > 0):
-            net_liq, pnl = math.nan, math.nan
-        rules = self.rules
-        return CycleHealth(
-            ok=self.ok,
-            failure=self.failure,
-            daily_pnl=pnl,
-            net_liq=net_liq,
-            rejections=rejected_orders(all_results(self)),
-            disconnected_s=float(self.disconnected_s),
-            unresolved_breaks=self.reconcile.unresolved_breaks if self.reconcile else 0,
-            data_quality_failures=rules.no_data if rules else 0,
-            data_points=rules.data_points if rules else 0,
-        )
 
 
 async def run_cycle(ctx: CycleContext, *, wrap: Wrap = identity) -> CycleReport:
@@ -306,7 +244,6 @@ __all__ = [
     "EXECUTE_EXITS",
     "ORDER_STEPS",
     "READ_ONLY_STEPS",
-    "CycleReport",
     "CycleRun",
     "CycleStepError",
     "breaker_gate",

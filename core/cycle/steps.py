@@ -15,9 +15,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import polars as pl
@@ -28,128 +26,34 @@ from core.book.model import IntentPurpose, StrategyStatus
 from core.calendar import MarketCalendar
 from core.cycle.context import CycleContext
 from core.cycle.market import MarketView, load_market
+from core.cycle.report import (
+    CycleReport,
+    EntriesStep,
+    EntryStep,
+    ExitOrder,
+    ExitsStep,
+    ReconcileStep,
+    RulesStep,
+    SummaryStep,
+)
 from core.cycle.snapshot import entry_values, strategy_snapshot
 from core.domain import AccountSummary
 from core.execution.executor import ExecStatus, ExecutionResult
 from core.execution.intents import sent_today
 from core.marketdata.iv_history import record_atm_iv
-from core.reconcile import BrokerFrames, ReconcileResult, Tolerance, executions_since, reconcile
+from core.reconcile import BrokerFrames, Tolerance, executions_since, reconcile
 from core.risk.limits import record_rejections
-from core.rules.engine import RulesEngine, RulesRun
+from core.rules.engine import RulesEngine
 from core.rules.vocab import ExitAction, Urgency
 from core.strategy.candidates import Candidate, EntrySignals, build_candidates
 from core.strategy.chain import snapshot_chain
-from core.strategy.pipeline import EntryPlan, held_structures, plan_entries, risk_book
-
-if TYPE_CHECKING:
-    from core.cycle.run import CycleReport
+from core.strategy.pipeline import held_structures, plan_entries, risk_book
 
 log = logging.getLogger(f"v6.{__name__}")
 
 MARKET_TZ = ZoneInfo("America/New_York")
 BASELINE_TABLE = "account_daily"
 _ROLLABLE = ("iron_condor", "bull_put_spread", "bear_call_spread")
-
-
-# -- results --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ReconcileStep:
-    result: ReconcileResult
-    account: AccountSummary
-    start_net_liq: float  # today's baseline (written by the first cycle of the day)
-    pending: int = 0  # V6 strategies PENDING before this reconciliation (entries to settle)
-
-    @property
-    def unresolved_breaks(self) -> int:
-        return self.result.unresolved_breaks
-
-
-@dataclass(frozen=True)
-class RulesStep:
-    run: RulesRun | None  # None when nothing is held
-    snapshot: pl.DataFrame  # strategy_snapshot rows (with units, managed, ...)
-
-    @property
-    def decisions(self) -> pl.DataFrame:
-        return self.run.decisions if self.run is not None else pl.DataFrame()
-
-    @property
-    def data_points(self) -> int:
-        """Strategies the rules may act on (the data-quality denominator)."""
-        if self.snapshot.is_empty():
-            return 0
-        return int(self.snapshot.select(pl.col("managed").sum()).item())
-
-    @property
-    def no_data(self) -> int:
-        return 0 if self.run is None else self.run.no_data
-
-    @property
-    def actionable(self) -> int:
-        return 0 if self.run is None else self.run.actionable().height
-
-
-@dataclass(frozen=True)
-class ExitOrder:
-    """One exit decision and what its execution did."""
-
-    strategy_id: str
-    action: str
-    urgency: str
-    reason: str
-    result: ExecutionResult | None
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class ExitsStep:
-    resumed: tuple[ExecutionResult, ...] = ()
-    orders: tuple[ExitOrder, ...] = ()
-
-    @property
-    def problems(self) -> list[str]:
-        """Exits that could not be worked (an error, or the connection gave out): the cycle
-        must not add risk after these."""
-        out = [f"{o.strategy_id}: {o.error}" for o in self.orders if o.error]
-        out += [
-            f"{o.strategy_id}: {o.result.message}"
-            for o in self.orders
-            if o.result is not None and o.result.status is ExecStatus.INTERRUPTED
-        ]
-        return out
-
-    def results(self) -> list[ExecutionResult]:
-        got = [o.result for o in self.orders if o.result is not None]
-        return [*self.resumed, *got]
-
-
-@dataclass(frozen=True)
-class EntryStep:
-    plan: EntryPlan | None
-    chain_rows: int = 0
-    skipped_reason: str = ""
-
-
-@dataclass(frozen=True)
-class EntriesStep:
-    results: tuple[ExecutionResult, ...] = ()
-
-
-@dataclass(frozen=True)
-class SummaryStep:
-    account: AccountSummary | None
-    net_liq: float  # NaN when unknown
-    start_net_liq: float  # NaN when unknown
-    positions: pl.DataFrame  # held legs with marks
-    as_of: datetime
-
-    @property
-    def daily_pnl(self) -> float:
-        if math.isfinite(self.net_liq) and math.isfinite(self.start_net_liq):
-            return round(self.net_liq - self.start_net_liq, 2)
-        return math.nan
 
 
 # -- baseline --------------------------------------------------------------------------------
@@ -459,64 +363,13 @@ def _positions(ctx: CycleContext, view: MarketView | None) -> pl.DataFrame:
     )
 
 
-def all_results(report: CycleReport) -> list[ExecutionResult]:
-    out: list[ExecutionResult] = []
-    if report.exits is not None:
-        out += report.exits.results()
-    if report.entries is not None:
-        out += list(report.entries.results)
-    return out
-
-
-def rejected_orders(results: Sequence[ExecutionResult]) -> int:
-    """Orders the broker refused (an unwind's too): the breaker's rejection count."""
-    n = 0
-    for r in results:
-        n += sum(1 for a in r.attempts if a.status == "REJECTED")
-        if r.status is ExecStatus.REJECTED and not any(a.status == "REJECTED" for a in r.attempts):
-            n += 1  # refused before an order state came back (BrokerError REJECTION)
-        if r.unwind is not None:
-            n += rejected_orders([r.unwind])
-    return n
-
-
-def order_rows(results: Sequence[ExecutionResult]) -> list[dict[str, Any]]:
-    """Every order attempt of the cycle, for the artifact."""
-    rows: list[dict[str, Any]] = []
-    for r in results:
-        for a in r.attempts:
-            rows.append(
-                {
-                    "strategy_id": r.strategy_id,
-                    "purpose": r.purpose,
-                    "order_ref": a.order_ref,
-                    "limit": a.limit_price,
-                    "quantity": a.quantity,
-                    "filled": a.filled,
-                    "status": a.status,
-                    "message": a.message,
-                }
-            )
-    return rows
-
-
 __all__ = [
-    "EntriesStep",
-    "EntryStep",
-    "ExitOrder",
-    "ExitsStep",
-    "ReconcileStep",
-    "RulesStep",
-    "SummaryStep",
-    "all_results",
     "entry_candidates",
     "execute_entries",
     "execute_exits",
     "exit_rules",
     "market_data",
-    "order_rows",
     "reconcile_step",
-    "rejected_orders",
     "roll_target",
     "start_of_day",
     "summarise",

@@ -16,8 +16,8 @@ from typing import Any
 
 import polars as pl
 
+from core.cycle.report import all_results, order_rows
 from core.cycle.run import CycleRun
-from core.cycle.steps import all_results, order_rows
 
 DECISION_COLUMNS = (
     "strategy_id", "strategy_type", "underlying", "regime", "action", "urgency", "rule",

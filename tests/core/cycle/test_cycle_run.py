@@ -21,8 +21,9 @@ from core.config import Settings
 from core.cycle import CycleContext, run_cycle, run_trading_cycle
 from core.cycle.broker import CycleBroker, cycle_registry
 from core.cycle.context import Step
+from core.cycle.report import ExitOrder
 from core.cycle.run import EXIT_RULES
-from core.cycle.steps import ExitOrder, execute_exits, exit_rules, market_data
+from core.cycle.steps import execute_exits, exit_rules, market_data
 from core.domain import Action, Contract, OrderRequest, OrderType
 from core.execution.executor import ComboExecutor, ExecStatus
 from core.risk.breaker import Breaker, Gate, GateMode
