@@ -4,7 +4,7 @@
 input clustered at its rule thresholds; 0.5% missing per input; remembered state for half of
 them) are decided twice in one run:
 - `core.rules.evaluate`: one polars pass producing the full audit row per strategy;
-- `core.rules.reference.evaluate_loop`: one dict per strategy, one function per rule,
+- `rules_reference.evaluate_loop` (beside this file): one dict per strategy, one function per rule,
   the way most bots do it, building the same audit record (it gets its rows as dicts,
   prepared outside the timing).
 Both must agree on every strategy (`reference.compare`): action, urgency, rule, priority,
@@ -33,10 +33,10 @@ from datetime import UTC, datetime
 
 import numpy as np
 import polars as pl
+from rules_reference import compare, evaluate_loop
 
 from core.config import RuleSettings
 from core.rules import evaluate
-from core.rules.reference import compare, evaluate_loop
 from core.store import UTC_US
 
 NOW = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)

@@ -11,10 +11,10 @@ import numpy as np
 import polars as pl
 import pytest
 from rules_helpers import NOW
+from rules_reference import compare, evaluate_loop
 
 from core.config import RuleSettings
 from core.rules import RULE_NAMES, evaluate, normalize_snapshot
-from core.rules.reference import compare, evaluate_loop
 from core.store import UTC_US
 
 TYPES = ["iron_condor", "bull_put_spread", "bear_call_spread", "single_leg", "external"]

@@ -1,11 +1,12 @@
 """The same 12 rules as a per-strategy Python loop: the way most trading bots write them.
 
-Not used in production. It is the oracle the vectorised engine is tested against (same
-decisions on random snapshots, nulls included) and the baseline `benchmarks/rules.py`
-times. It is written to be obviously right rather than fast: one dict per strategy, one
-function per rule, explicit three-valued logic (None = unknown) mirroring polars' Kleene
-semantics, and the same rule for NO_DATA (a rule is clear only when False with all its
-inputs present). Shares only the settings, rule order and target table with the engine.
+Lives in benchmarks/, not core: production never runs it. It is the oracle the vectorised
+engine is tested against (same decisions on random snapshots, nulls included) and the
+baseline `benchmarks/rules.py` times. It is written to be obviously right rather than
+fast: one dict per strategy, one function per rule, explicit three-valued logic (None =
+unknown) mirroring polars' Kleene semantics, and the same rule for NO_DATA (a rule is
+clear only when False with all its inputs present). Shares only the settings, rule order
+and target table with the engine.
 """
 
 from __future__ import annotations
