@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from pathlib import Path
 
 from prefect import Flow
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
@@ -18,18 +19,32 @@ from prefect.types.entrypoint import EntrypointType
 from core.config import Settings
 from deployments.schedules import Cadence, schedules_for
 
+# The checkout: the flows' files live at CHECKOUT/flows/NAME.py.
+CHECKOUT = Path(__file__).resolve().parents[1]
+
 
 @dataclass(frozen=True)
 class FlowEntry:
     name: str  # flow name == deployment name
-    target: str  # "module:attribute"
+    target: str  # Prefect's file entrypoint, relative to the checkout: "flows/x.py:flow"
     cadence: Cadence
     one_at_a_time: bool
     description: str
 
+    @property
+    def module(self) -> str:
+        return self.target.split(":")[0].removesuffix(".py").replace("/", ".")
+
+    @property
+    def attribute(self) -> str:
+        return self.target.split(":")[1]
+
+    def absolute_entrypoint(self) -> str:
+        """The entrypoint with the checkout's absolute path: loads from any working dir."""
+        return f"{CHECKOUT / self.target}"
+
     def load(self) -> Flow:
-        module, attr = self.target.split(":")
-        flow = getattr(importlib.import_module(module), attr)
+        flow = getattr(importlib.import_module(self.module), self.attribute)
         if not isinstance(flow, Flow):
             raise TypeError(f"{self.target} is not a Prefect flow")
         return flow
@@ -38,21 +53,21 @@ class FlowEntry:
 CATALOG: tuple[FlowEntry, ...] = (
     FlowEntry(
         name="futures_collection",
-        target="flows.futures_collection:futures_collection",
+        target="flows/futures_collection.py:futures_collection",
         cadence=Cadence.FUTURES_SESSION,
         one_at_a_time=True,
         description="ES/NQ/RTY bars and quotes every minute of the Globex session; heals gaps.",
     ),
     FlowEntry(
         name="position_reconciliation",
-        target="flows.position_reconciliation:position_reconciliation",
+        target="flows/position_reconciliation.py:position_reconciliation",
         cadence=Cadence.REGULAR_HOURS_RECONCILE,
         one_at_a_time=True,
         description="Every 5 minutes in market hours: the book must agree with the broker.",
     ),
     FlowEntry(
         name="trading_cycle",
-        target="flows.trading_cycle:trading_cycle",
+        target="flows/trading_cycle.py:trading_cycle",
         cadence=Cadence.REGULAR_HOURS_TRADING,
         one_at_a_time=True,
         description="Every 5 minutes in market hours, under the circuit breaker: reconcile, "
@@ -60,28 +75,28 @@ CATALOG: tuple[FlowEntry, ...] = (
     ),
     FlowEntry(
         name="maintenance",
-        target="flows.maintenance:maintenance",
+        target="flows/maintenance.py:maintenance",
         cadence=Cadence.NIGHTLY_MAINTENANCE,
         one_at_a_time=True,
         description="Nightly Delta compaction, checkpoint and vacuum within the retention.",
     ),
     FlowEntry(
         name="variance_analysis",
-        target="flows.variance_analysis:variance_analysis",
+        target="flows/variance_analysis.py:variance_analysis",
         cadence=Cadence.NIGHTLY_ANALYSIS,
         one_at_a_time=True,
         description="Nightly: is live trading still behaving like the backtest said it would?",
     ),
     FlowEntry(
         name="backtest",
-        target="flows.backtest:backtest",
+        target="flows/backtest.py:backtest",
         cadence=Cadence.AD_HOC,
         one_at_a_time=True,
         description="Ad hoc: V6's own cycle over simulated sessions; the historical side.",
     ),
     FlowEntry(
         name="circuit_breaker_reset",
-        target="flows.circuit_breaker_reset:circuit_breaker_reset",
+        target="flows/circuit_breaker_reset.py:circuit_breaker_reset",
         cadence=Cadence.AD_HOC,
         one_at_a_time=True,
         description="Ad hoc, audited: reset (or trip) the circuit breaker with a reason.",
@@ -109,13 +124,14 @@ def deployment_for(item: FlowEntry, settings: Settings) -> RunnerDeployment:
         concurrency_limit=limit,
         description=item.description,
         tags=["v6", item.cadence.value],
-        # "package.module.flow", not a path relative to the cwd: runs load the installed
-        # package wherever `v6 serve` (or a worker) was started.
-        entrypoint_type=EntrypointType.MODULE_PATH,
+        entrypoint_type=EntrypointType.FILE_PATH,
     )
     # to_deployment is sync-compatible: called from sync code it returns the object itself.
     if not isinstance(deployment, RunnerDeployment):
         raise TypeError("deployment_for must be called from synchronous code")
+    # Prefect would store the file relative to the cwd; served runs inherit `v6 serve`'s
+    # cwd (a V6 home, not necessarily the checkout), so give the checkout's absolute path.
+    deployment.entrypoint = item.absolute_entrypoint()
     return deployment
 
 

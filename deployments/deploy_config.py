@@ -26,7 +26,7 @@ HEADER = f"""\
 #
 #   prefect work-pool create {WORK_POOL} --type process
 #   export V6_HOME=/srv/v6          # the V6 checkout (cwd of every run; holds v6.toml)
-#   prefect deploy --all            # registers every deployment below
+#   cd $V6_HOME && prefect deploy --all   # registers every deployment below
 #   prefect worker start --pool {WORK_POOL} --limit 4     # on each worker machine
 #
 # V6_HOME is resolved when you run `prefect deploy` if it is set then (workers need the
@@ -37,9 +37,10 @@ HEADER = f"""\
 
 
 def entrypoint(item: FlowEntry) -> str:
-    """Module-path entrypoint ("pkg.module.flow"): loads the installed package from any cwd."""
-    module, attr = item.target.split(":")
-    return f"{module}.{attr}"
+    """Prefect's file entrypoint relative to the checkout ("flows/x.py:flow"): `prefect
+    deploy` runs in the checkout, and every run's pull step changes to V6_HOME, the
+    checkout on that worker."""
+    return item.target
 
 
 def deployment_spec(item: FlowEntry, settings: Settings) -> dict[str, Any]:

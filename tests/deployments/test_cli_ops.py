@@ -377,7 +377,7 @@ def test_prefect_yaml_is_valid_for_prefect_deploy() -> None:
     ):
         assert dep.work_pool is not None and dep.work_pool.name == "v6-process"
         assert dep.entrypoint is not None
-        assert load_flow_from_entrypoint(dep.entrypoint).name == item.name
+        assert load_flow_from_entrypoint(str(REPO / dep.entrypoint)).name == item.name
         schedules = [RawScheduleConfig.model_validate(s) for s in raw["schedules"]]
         assert all(s.timezone == "America/New_York" and s.cron for s in schedules)
         assert (item.cadence is Cadence.AD_HOC) == (not schedules)

@@ -1,7 +1,7 @@
 """End to end on a real Prefect server: `prefect server start` on loopback, `v6 serve` in
 the background, an ad-hoc run of a served deployment followed through the API to its
-final state; then the same catalog registered from the shipped prefect.yaml with
-`prefect deploy --all` onto the process work pool.
+final state; then the shipped prefect.yaml deployed from the checkout with `prefect
+deploy --all` onto the process work pool, and one deployment run by a process worker.
 
 The server and serve are separate processes (as in production), so everything is
 observed through the API and V6's tables, never in-process state.
@@ -249,15 +249,25 @@ async def test_serve_runs_an_ad_hoc_deployment_to_completion(
     print(f"\nserve e2e (excluding server start): {time.monotonic() - started:.1f}s")
 
 
-async def test_shipped_prefect_yaml_deploys_onto_the_process_pool(
+async def test_shipped_prefect_yaml_deploys_and_a_worker_runs_it(
     prefect_server: Server, client: PrefectClient, tmp_path: Path
 ) -> None:
+    """As the README says: `prefect deploy --all` in the checkout registers the file
+    entrypoints, and a process worker (its own cwd elsewhere) runs one to completion."""
     await client.create_work_pool(WorkPoolCreate(name=WORK_POOL, type="process"))
-    (tmp_path / "prefect.yaml").write_text((REPO / "prefect.yaml").read_text())
-    env = {**prefect_server.env, "PREFECT_API_URL": prefect_server.url, "V6_HOME": str(REPO)}
+    data = tmp_path / "data"
+    seed_store(data)
+    env = {
+        **prefect_server.env,
+        "PREFECT_API_URL": prefect_server.url,
+        "V6_HOME": str(REPO),
+        "V6_STORAGE__ROOT": str(data),
+        "V6_STORAGE__REPORTS_DIR": str(tmp_path / "reports"),
+        "V6_ANALYSIS__BOOTSTRAP_SAMPLES": "200",
+    }
     done = subprocess.run(
         [str(BIN / "prefect"), "--no-prompt", "deploy", "--all"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -265,7 +275,7 @@ async def test_shipped_prefect_yaml_deploys_onto_the_process_pool(
         dep = await client.read_deployment_by_name(f"{item.name}/{item.name}")
         spec = deployment_spec(item, Settings())
         assert dep.work_pool_name == WORK_POOL
-        assert dep.entrypoint == spec["entrypoint"]
+        assert dep.entrypoint == spec["entrypoint"] == item.target
         served = {(s.schedule.cron, s.schedule.timezone) for s in dep.schedules}  # type: ignore[union-attr]
         assert served == {(s["cron"], s["timezone"]) for s in spec["schedules"]}
         if item.one_at_a_time:
@@ -275,3 +285,23 @@ async def test_shipped_prefect_yaml_deploys_onto_the_process_pool(
         assert dep.pull_steps == [
             {"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}
         ]
+
+    deployment = await client.read_deployment_by_name("variance_analysis/variance_analysis")
+    run = await client.create_flow_run_from_deployment(
+        deployment.id, parameters={"as_of": AS_OF.isoformat(), "seed": 3}
+    )
+    worker_log = tmp_path / "worker.log"
+    with worker_log.open("wb") as log:
+        worker = subprocess.Popen(
+            [str(BIN / "prefect"), "worker", "start", "--pool", WORK_POOL, "--run-once"],
+            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            run = await _wait_final(client, run, worker_log)
+        finally:
+            _stop(worker)
+    assert run.state is not None
+    assert run.state.type is StateType.COMPLETED, (run.state, _tail(worker_log))
+    results = DeltaStore(str(data)).read("variance_results").collect()
+    assert results.get_column("run_date").unique().to_list() == [AS_OF.date()]
