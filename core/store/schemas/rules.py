@@ -14,13 +14,15 @@ import pandera.polars as pa
 import polars as pl
 from pandera.engines.polars_engine import DateTime
 
-from core.store.spec import UTC_US, TableSpec
+from core.domain.strategies import StrategyType
+from core.domain.timezones import UTC_US
+from core.store.spec import TableSpec
 
 UtcTs = DateTime(time_zone="UTC", time_unit="us")
 
 ACTIONS = ["HOLD", "CLOSE", "REDUCE", "ROLL", "NO_DATA"]
 URGENCIES = ["immediate", "high", "normal"]
-STRATEGY_TYPES = ["iron_condor", "bull_put_spread", "bear_call_spread", "single_leg", "external"]
+STRATEGY_TYPES = [t.value for t in StrategyType]
 
 
 class Decision(pa.DataFrameModel):

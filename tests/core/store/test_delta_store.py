@@ -11,14 +11,8 @@ import polars as pl
 import pytest
 from deltalake import DeltaTable
 
-from core.store import (
-    REGISTRY,
-    UTC_US,
-    DeltaStore,
-    SchemaViolation,
-    TableSpec,
-    UnknownTableError,
-)
+from core.domain.timezones import UTC_US
+from core.store import REGISTRY, DeltaStore, SchemaViolation, TableSpec, UnknownTableError
 from core.store.schemas.market import UtcTs
 
 T0 = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
