@@ -62,6 +62,7 @@ import polars as pl
 from core.broker.sim import SimBroker
 from core.config import Settings
 from core.cycle import identity, run_trading_cycle
+from core.domain.strategies import StrategyStatus
 from core.execution.executor import ComboExecutor
 from core.marketdata.iv_history import backfill_iv_history
 from core.runtime import Runtime, use_runtime
@@ -153,7 +154,7 @@ def build_world(root: Path, seed: int, n: int) -> tuple[Runtime, SimExchange]:
 
     asyncio.run(iv_history())
     rt = Runtime(settings, store, exchange.market.clock, lambda: SimBroker(exchange))
-    opened = mem.tables["strategies"].filter(pl.col("status") == "OPEN").height
+    opened = mem.tables["strategies"].filter(pl.col("status") == StrategyStatus.OPEN.value).height
     log(f"world: {opened} open strategies, {len(exchange.positions())} broker positions")
     return rt, exchange
 

@@ -23,12 +23,12 @@ import time
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import polars as pl
 from polars.testing import assert_frame_equal
 
-from core.book.model import external_strategy_id, short_hash
+from core.domain.strategies import external_strategy_id, short_hash
+from core.domain.timezones import MARKET_TZ, UTC_US
 from core.reconcile import BookFrames, BrokerFrames, ReconcileResult, reconcile
 from core.store import REGISTRY
 
@@ -40,7 +40,6 @@ LIVE = date(2026, 4, 17)
 N_CONDORS = 2_500
 PER_LEG = 10
 ACCOUNT = "DU1234567"
-US = pl.Datetime("us", "UTC")
 
 
 def log(msg: str) -> None:
@@ -75,9 +74,9 @@ def build() -> tuple[BookFrames, BrokerFrames]:
             currency=pl.lit("USD"),
             local_symbol=pl.lit(""),
             trading_class=pl.lit("SPY"),
-            opened_at=pl.lit(T0).cast(US),
-            closed_at=pl.lit(None, dtype=US),
-            updated_at=pl.lit(T0).cast(US),
+            opened_at=pl.lit(T0).cast(UTC_US),
+            closed_at=pl.lit(None, dtype=UTC_US),
+            updated_at=pl.lit(T0).cast(UTC_US),
         )
         .with_columns(leg_id=pl.col("strategy_id") + ":L" + pl.col("leg_index").cast(pl.String))
     )
@@ -93,13 +92,13 @@ def build() -> tuple[BookFrames, BrokerFrames]:
             managed=pl.lit(True),
             status=pl.lit("OPEN"),
             quantity=pl.lit(PER_LEG, dtype=pl.Int64),
-            created_at=pl.lit(T0).cast(US),
-            opened_at=pl.lit(T0).cast(US),
-            closed_at=pl.lit(None, dtype=US),
+            created_at=pl.lit(T0).cast(UTC_US),
+            opened_at=pl.lit(T0).cast(UTC_US),
+            closed_at=pl.lit(None, dtype=UTC_US),
             close_reason=pl.lit(None, dtype=pl.String),
             tagged_by=pl.lit(None, dtype=pl.String),
             note=pl.lit(""),
-            updated_at=pl.lit(T0).cast(US),
+            updated_at=pl.lit(T0).cast(UTC_US),
         )
         .select(REGISTRY["strategies"].schema.names())
     )
@@ -115,7 +114,7 @@ def build() -> tuple[BookFrames, BrokerFrames]:
         order_type=pl.lit("LMT"),
         limit_price=pl.lit(1.0),
         con_id=pl.lit(0, dtype=pl.Int64),
-        created_at=pl.lit(T0).cast(US),
+        created_at=pl.lit(T0).cast(UTC_US),
     )
     # ten executions per leg
     ex = (
@@ -147,7 +146,7 @@ def build() -> tuple[BookFrames, BrokerFrames]:
             quantity=pl.lit(1, dtype=pl.Int64),
             price=1.0 + (pl.col("con_id") % 97) / 100 + pl.col("n") / 1000,
             commission=pl.lit(0.65),
-            time=(pl.lit(T0) + pl.duration(minutes=pl.col("n"))).cast(US),
+            time=(pl.lit(T0) + pl.duration(minutes=pl.col("n"))).cast(UTC_US),
         )
     )
     executions = ex.select(BrokerFrames.empty().executions.columns).cast(
@@ -265,7 +264,7 @@ def build() -> tuple[BookFrames, BrokerFrames]:
         quantity=pl.lit(1, dtype=pl.Int64),
         price=pl.lit(1.5),
         commission=pl.lit(0.65),
-        time=pl.lit(AS_OF - timedelta(hours=1)).cast(US),
+        time=pl.lit(AS_OF - timedelta(hours=1)).cast(UTC_US),
     )
     closing_legs = pos.filter((pl.col("con_id") % 4 == 0) & (pl.col("con_id") >= 509_000)).head(100)
     tws_close = closing_legs.select(
@@ -289,7 +288,7 @@ def build() -> tuple[BookFrames, BrokerFrames]:
         quantity=pl.lit(1, dtype=pl.Int64),
         price=pl.lit(2.0),
         commission=pl.lit(0.65),
-        time=pl.lit(AS_OF - timedelta(hours=1)).cast(US),
+        time=pl.lit(AS_OF - timedelta(hours=1)).cast(UTC_US),
     )
     schema = dict(BrokerFrames.empty().executions.schema)
     executions = pl.concat(
@@ -384,7 +383,7 @@ def naive(
     producing the same tables: fills, breaks, leg and strategy updates, orders, snapshot.
     (Assignments/exercises, open orders, stale book orders and price adjustments are not
     modelled: the scenario has none, and the price check asserts so.)"""
-    today = as_of.astimezone(ZoneInfo("America/New_York")).date()
+    today = as_of.astimezone(MARKET_TZ).date()
     n_book_fills = book.fills.height
     known = {r["exec_id"] for r in book.fills.iter_rows(named=True)}
     intents = {r["order_ref"]: r for r in book.intents.iter_rows(named=True)}

@@ -36,11 +36,12 @@ import polars as pl
 from rules_reference import compare, evaluate_loop
 
 from core.config import RuleSettings
+from core.domain.strategies import StrategyType
+from core.domain.timezones import UTC_US
 from core.rules import evaluate
-from core.store import UTC_US
 
 NOW = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
-TYPES = ["iron_condor", "bull_put_spread", "bear_call_spread", "single_leg", "external"]
+TYPES = [t.value for t in StrategyType]
 EDGE_SHARE = 0.15
 REGIMES = ["crash", "high_vol", "normal", "low_vol", "trending", "range_bound", "unknown", None]
 

@@ -18,9 +18,10 @@ from typing import Any
 import polars as pl
 
 from core.config import RuleSettings
+from core.domain.strategies import StrategyType
 from core.rules.definitions import RULES, check_disabled
 from core.rules.targets import profit_target
-from core.rules.vocab import MANAGED, MULTI_LEG, ExitAction, StrategyType, Urgency
+from core.rules.vocab import MANAGED, MULTI_LEG, ExitAction, Urgency
 
 Tri = bool | None  # True fired, False clear, None unknown
 Check = tuple[Tri, str, str]  # fired, action, urgency
@@ -179,7 +180,7 @@ _DESCRIBE: dict[str, Describe] = {
 }
 _IMPL: dict[str, tuple[frozenset[str], CheckFn]] = {
     "catastrophe": (MANAGED, _catastrophe),
-    "single_leg_exit": (frozenset({StrategyType.SINGLE_LEG.value}), _single_leg),
+    "single_leg_exit": (frozenset({StrategyType.SINGLE.value}), _single_leg),
     "trailing_stop": (MANAGED, _trailing),
     "vix_exit": (MANAGED, _vix),
     "take_profit": (MANAGED, _take_profit),

@@ -80,7 +80,8 @@ from deltalake.transaction import AddAction
 
 import core.marketdata.futures_collection as collection
 import core.store.delta as delta
-from core.store import UTC_US, DeltaStore
+from core.domain.timezones import UTC_US
+from core.store import DeltaStore
 from core.store.maintenance import maintain_table
 from core.store.validation import prepare
 

@@ -33,6 +33,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from core.domain.timezones import MARKET_TZ
+
 CONFIG_ENV_VAR = "V6_CONFIG"
 DEFAULT_CONFIG_FILE = "v6.toml"
 LIVE_PORTS = frozenset({4001, 7496})
@@ -148,7 +150,7 @@ class StorageSettings(_Section):
 
 
 class ScheduleSettings(_Section):
-    timezone: str = Field("America/New_York", description="Market time zone for schedules")
+    timezone: str = Field(MARKET_TZ.key, description="Market time zone for schedules")
     equity_calendar: str = Field("XNYS", description="exchange_calendars code for regular hours")
     futures_calendar: str = Field(
         "CMES", description="exchange_calendars code for the futures session"

@@ -6,15 +6,13 @@ import asyncio
 import logging
 from datetime import datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from core.chaos.soak import ChaosReport, run_chaos
 from core.config import Settings
-
-ET = ZoneInfo("America/New_York")
+from core.domain.timezones import MARKET_TZ
 
 
 def run_chaos_cli(
@@ -45,7 +43,7 @@ def run_chaos_cli(
                 bar,
                 total=total,
                 completed=done,
-                description=f"seed {seed} {at.astimezone(ET):%a %m-%d %H:%M} {label}"[:70],
+                description=f"seed {seed} {at.astimezone(MARKET_TZ):%a %m-%d %H:%M} {label}"[:70],
             )
 
         report = asyncio.run(

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import polars as pl
 from prefect.client.schemas.objects import State
@@ -32,6 +31,8 @@ from core.broker.ib import IBBroker
 from core.calendar import MarketCalendar
 from core.clock import SimClock
 from core.config import Settings
+from core.domain.strategies import StrategyStatus
+from core.domain.timezones import MARKET_TZ
 from core.runtime import Runtime, use_runtime
 from core.sim.exchange import SimExchange, build_exchange
 from core.sim.gateway.client import simulator_broker_settings
@@ -44,7 +45,6 @@ from flows.position_reconciliation import position_reconciliation
 from flows.trading_cycle import trading_cycle
 from flows.variance_analysis import variance_analysis
 
-ET = ZoneInfo("America/New_York")
 BACKTEST_SESSIONS = 10
 DRILL_FOLLOW_UP_MIN = 10  # a cycle this long after the drill's trip, inside the cool-down
 
@@ -116,13 +116,13 @@ class Demo:
             )
             self.console.print(
                 f"gateway simulator on 127.0.0.1:{gateway.port}, simulated market from "
-                f"{self.clock.now().astimezone(ET):%Y-%m-%d %H:%M} New York"
+                f"{self.clock.now().astimezone(MARKET_TZ):%Y-%m-%d %H:%M} New York"
             )
             with use_runtime(runtime):
                 await self._days()
 
     async def _days(self) -> None:
-        first = self.clock.now().astimezone(ET).date()
+        first = self.clock.now().astimezone(MARKET_TZ).date()
         sessions = self.calendar.trading_days(first, self.days)
         self.drill_day = sessions[1] if len(sessions) > 1 else sessions[0]
         steps = [(self.clock.now(), "backtest", self._backtest)]
@@ -137,7 +137,9 @@ class Demo:
             bar = progress.add_task("simulating", total=len(steps))
             for when, label, run in steps:
                 self._advance_to(when)
-                progress.update(bar, description=f"{when.astimezone(ET):%a %m-%d %H:%M} {label}")
+                progress.update(
+                    bar, description=f"{when.astimezone(MARKET_TZ):%a %m-%d %H:%M} {label}"
+                )
                 self.log.add(label, when, await run())
                 progress.advance(bar)
 
@@ -146,7 +148,7 @@ class Demo:
         open_, close = self.calendar.session_bounds(day)
 
         def at(t: time) -> datetime:
-            return datetime.combine(day, t, ET)
+            return datetime.combine(day, t, MARKET_TZ)
 
         plan: list[tuple[datetime, str, Callable[[], Awaitable[State]]]] = [
             (open_ + timedelta(minutes=1), "futures_collection", self._collect),
@@ -177,7 +179,7 @@ class Demo:
     async def _backtest(self) -> State:
         """The historical side for tonight's variance analysis: V6's own cycle over the
         sessions before the demo's first day (one cycle a session keeps it short)."""
-        first = self.clock.now().astimezone(ET).date()
+        first = self.clock.now().astimezone(MARKET_TZ).date()
         start = self.calendar.sessions_before(first, BACKTEST_SESSIONS)[0]
         return await backtest(
             days=BACKTEST_SESSIONS, start=start, cycle_minutes=390, return_state=True
@@ -280,7 +282,7 @@ def print_summary(demo: Demo, console: Console) -> None:
         strategies.group_by("strategy_type")
         .agg(
             opened=pl.col("opened_at").is_not_null().sum(),
-            closed=(pl.col("status") == "CLOSED").sum(),
+            closed=(pl.col("status") == StrategyStatus.CLOSED.value).sum(),
         )
         .join(
             trades.group_by("strategy_type").agg(pl.col("pnl").sum()),
@@ -307,7 +309,7 @@ def print_summary(demo: Demo, console: Console) -> None:
     for row in transitions.iter_rows(named=True):
         facts.add_row(
             f"breaker {row['from_state']} -> {row['to_state']}",
-            f"{row['ts'].astimezone(ET):%a %m-%d %H:%M}: {str(row['reason'])[:90]}",
+            f"{row['ts'].astimezone(MARKET_TZ):%a %m-%d %H:%M}: {str(row['reason'])[:90]}",
         )
     backtests = store.read("backtest_predictions").select("run_id").unique().collect()
     historical = store.read("backtest_trades").collect()

@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 from core.book.ledger import Book
-from core.book.model import IntentPurpose, LegSpec, StrategyType
-from core.book.refs import make_order_ref
 from core.clock import SimClock
 from core.domain import (
     Action,
@@ -20,6 +18,8 @@ from core.domain import (
     OrderStatus,
     Position,
 )
+from core.domain.order_refs import make_order_ref
+from core.domain.strategies import IntentPurpose, LegSpec, StrategyType
 from core.reconcile import BrokerFrames, ReconcileResult, reconcile
 from core.store.memory import MemoryStore
 

@@ -11,8 +11,6 @@ from datetime import timedelta
 import polars as pl
 
 from core.book.ledger import Book, TableStore
-from core.book.model import IntentPurpose, LegSpec, StrategyType
-from core.book.refs import make_order_ref
 from core.clock import SimClock
 from core.config import Settings, SimSettings
 from core.domain import (
@@ -25,6 +23,8 @@ from core.domain import (
     Position,
     Right,
 )
+from core.domain.order_refs import make_order_ref
+from core.domain.strategies import IntentPurpose, LegSpec, StrategyType
 from core.reconcile import BrokerFrames, ReconcileResult, reconcile
 from core.sim.exchange import SimExchange, build_exchange
 from core.store.memory import MemoryStore

@@ -8,8 +8,8 @@ from typing import Any
 import polars as pl
 
 from core.config import RuleSettings
+from core.domain.timezones import UTC_US
 from core.rules import SNAPSHOT_SCHEMA, evaluate
-from core.store import UTC_US
 
 NOW = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 

@@ -4,24 +4,23 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
 
 import numpy as np
 import polars as pl
 
+from core.domain.timezones import MARKET_TZ
 from core.pricing import VolSurface, bs_greeks
 from core.strategy.chain import CHAIN_SCHEMA
 
-NY = ZoneInfo("America/New_York")
 NOW = datetime(2026, 3, 10, 15, 0, tzinfo=UTC)  # 11:00 New York
 
 
 def expiry_for(now: datetime, dte: int) -> date:
-    return now.astimezone(NY).date() + timedelta(days=dte)
+    return now.astimezone(MARKET_TZ).date() + timedelta(days=dte)
 
 
 def years_to(expiry: date, now: datetime) -> float:
-    close = datetime.combine(expiry, time(16, 0), tzinfo=NY)
+    close = datetime.combine(expiry, time(16, 0), tzinfo=MARKET_TZ)
     return (close - now).total_seconds() / (365.0 * 86400.0)
 
 

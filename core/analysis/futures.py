@@ -28,12 +28,11 @@ from datetime import datetime, timedelta
 import polars as pl
 
 from core.config import Settings
+from core.domain.timezones import MARKET_TZ, UTC_US
 from core.store.delta import DeltaStore, WriteResult
-from core.store.spec import UTC_US
 
 log = logging.getLogger(f"v6.{__name__}")
 
-NY_TZ = "America/New_York"
 _ONE_MIN = pl.duration(minutes=1)
 
 
@@ -169,7 +168,9 @@ def count_days(fut: pl.DataFrame, und: pl.DataFrame, *, tolerance_s: int) -> int
     """Distinct New York dates on which an underlying return meets a futures return."""
     aligned = _asof(und, fut, lag_min=0, tolerance_s=tolerance_s, right_cols=["ret"])
     pairs = aligned.drop_nulls(["ret", "ret_f"])
-    return int(pairs.select(pl.col("ts").dt.convert_time_zone(NY_TZ).dt.date().n_unique()).item())
+    return int(
+        pairs.select(pl.col("ts").dt.convert_time_zone(MARKET_TZ.key).dt.date().n_unique()).item()
+    )
 
 
 def lead_lag(
@@ -322,7 +323,7 @@ def _prior_rth_close(und: pl.DataFrame, now: datetime, fresh_s: int) -> datetime
     last: datetime = und.item(-1, "ts")
     if last < now - timedelta(seconds=fresh_s):
         return last
-    ny = pl.col("ts").dt.convert_time_zone(NY_TZ).dt.date()
+    ny = pl.col("ts").dt.convert_time_zone(MARKET_TZ.key).dt.date()
     today = und.select(ny.last()).item()
     earlier = und.filter(ny < today)
     return None if earlier.is_empty() else earlier.item(-1, "ts")

@@ -13,9 +13,13 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import polars as pl
 
-from core.store.spec import UTC_US
+from core.domain.strategies import StrategyType
+from core.domain.timezones import UTC_US
 
-STRATEGY_TYPES = ("iron_condor", "bull_put_spread", "bear_call_spread")
+STRATEGY_TYPES = tuple(
+    t.value
+    for t in (StrategyType.IRON_CONDOR, StrategyType.BULL_PUT_SPREAD, StrategyType.BEAR_CALL_SPREAD)
+)
 REGIMES = ("low_vol", "normal", "high_vol", "trending", "range_bound", "crash")
 UNDERLYINGS = ("SPY", "QQQ", "IWM")
 WIN_EXITS = ("profit_target", "partial_take_profit", "iv_crush", "time_exit")
@@ -84,8 +88,8 @@ def synthetic_trades(
             "strategy_type": stype,
             "underlying": under,
             "regime": regime,
-            "opened_at": pl.Series(opened_us.astype(np.int64)).cast(pl.Datetime("us", "UTC")),
-            "closed_at": pl.Series(closed_us.astype(np.int64)).cast(pl.Datetime("us", "UTC")),
+            "opened_at": pl.Series(opened_us.astype(np.int64)).cast(UTC_US),
+            "closed_at": pl.Series(closed_us.astype(np.int64)).cast(UTC_US),
             "holding_days": holding,
             "quantity": quantity.astype(np.int64),
             "entry_credit": credit,

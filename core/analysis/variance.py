@@ -45,8 +45,8 @@ import polars as pl
 from scipy import stats
 
 from core.config import AnalysisSettings
+from core.domain.timezones import UTC_US
 from core.store.schemas.analysis import INSUFFICIENT
-from core.store.spec import UTC_US
 
 log = logging.getLogger(f"v6.{__name__}")
 

@@ -20,6 +20,7 @@ import polars as pl
 from core.analysis.variance import VarianceReport, latest_run_id, live_window
 from core.analysis.weights import TABLE as WEIGHTS_TABLE
 from core.analysis.weights import latest_weights
+from core.domain.timezones import MARKET_TZ
 from core.store.delta import DeltaStore, WriteResult
 
 log = logging.getLogger(f"v6.{__name__}")
@@ -43,7 +44,7 @@ class UnknownRunError(LookupError):
     """The backtest run asked for has no trades in the store."""
 
 
-def market_date(as_of: datetime, timezone: str = "America/New_York") -> date:
+def market_date(as_of: datetime, timezone: str = MARKET_TZ.key) -> date:
     """The trading date a nightly run belongs to (market time, not UTC)."""
     return as_of.astimezone(ZoneInfo(timezone)).date()
 

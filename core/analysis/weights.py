@@ -27,9 +27,9 @@ import numpy as np
 import polars as pl
 
 from core.config import AnalysisSettings
+from core.domain.timezones import UTC_US
 from core.store.delta import DeltaStore
 from core.store.schemas.analysis import INSUFFICIENT
-from core.store.spec import UTC_US
 
 ALL = "ALL"
 DEFAULT_WEIGHT = 1.0

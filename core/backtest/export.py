@@ -13,7 +13,7 @@ import polars as pl
 from core.book.ledger import TableStore
 from core.book.trades import trades_from_store
 from core.config import Settings
-from core.store.spec import UTC_US
+from core.domain.timezones import UTC_US
 
 # The sections that decide what trades are made; broker, storage and schedules do not.
 STRATEGY_SECTIONS = ("universe", "strategies", "rules", "limits", "analysis")

@@ -19,7 +19,12 @@ from typing import Protocol
 
 import polars as pl
 
-from core.book.model import (
+from core.clock import Clock, SystemClock
+from core.domain import Execution, OrderRequest, OrderState
+from core.domain.frames import executions_frame
+from core.domain.order_refs import OrderRef, parse_order_ref
+from core.domain.strategies import (
+    CloseReason,
     IntentPurpose,
     LegSpec,
     LegStatus,
@@ -29,10 +34,7 @@ from core.book.model import (
     leg_id_for,
     strategy_id_for,
 )
-from core.book.refs import OrderRef, parse_order_ref
-from core.clock import Clock, SystemClock
-from core.domain import Execution, OrderRequest, OrderState
-from core.domain.frames import executions_frame
+from core.domain.timezones import UTC_US
 from core.reconcile import (
     BOOK_TABLES,
     BookFrames,
@@ -44,7 +46,6 @@ from core.reconcile import (
 )
 
 log = logging.getLogger(f"v6.{__name__}")
-UTC_US = pl.Datetime("us", "UTC")
 
 
 class TableStore(Protocol):
@@ -228,7 +229,7 @@ class Book:
         if ref is None:
             raise ValueError(
                 f"record_intent: order_ref {order.order_ref!r} is not a V6 ref; build it with "
-                "core.book.refs.make_order_ref(strategy_id, intent_seq, leg_index)"
+                "core.domain.order_refs.make_order_ref(strategy_id, intent_seq, leg_index)"
             )
         if order.contract.con_id <= 0 and ref.leg_index is not None:
             raise ValueError(
@@ -315,7 +316,7 @@ class Book:
             closed_at=pl.lit(now).cast(UTC_US)
             if status in (StrategyStatus.CLOSED, StrategyStatus.CANCELLED)
             else pl.col("closed_at"),
-            close_reason=pl.lit("cancelled")
+            close_reason=pl.lit(CloseReason.CANCELLED.value)
             if status is StrategyStatus.CANCELLED
             else pl.col("close_reason"),
         )

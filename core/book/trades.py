@@ -21,9 +21,9 @@ from __future__ import annotations
 import polars as pl
 
 from core.book.ledger import TableStore
-from core.book.model import IntentPurpose, StrategyStatus, StrategyType
+from core.domain.strategies import CloseReason, IntentPurpose, StrategyStatus, StrategyType
+from core.domain.timezones import UTC_US
 from core.store.registry import REGISTRY
-from core.store.spec import UTC_US
 
 TRADED_TYPES = [t.value for t in StrategyType if t is not StrategyType.EXTERNAL]
 _EXIT_ACTIONS = ["CLOSE", "REDUCE", "ROLL"]
@@ -114,9 +114,9 @@ def closed_trades(
             .then(pl.col("pnl") / pl.col("basis") * 100.0)
             .otherwise(0.0),
             exit_reason=pl.coalesce(
-                pl.when(pl.col("close_reason") == "closed").then(pl.col("rule")),
+                pl.when(pl.col("close_reason") == CloseReason.CLOSED.value).then(pl.col("rule")),
                 pl.col("close_reason"),
-                pl.lit("closed"),
+                pl.lit(CloseReason.CLOSED.value),
             ),
             slippage_vs_mid=pl.lit(None, dtype=pl.Float64),
             source=pl.lit("live"),

@@ -13,16 +13,16 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
 
 import polars as pl
 
 from core.book.ledger import Book
-from core.book.model import IntentPurpose
-from core.book.refs import parse_order_ref
 from core.config import Settings
 from core.cycle.run import CycleRun
 from core.domain import OrderState, SecType
+from core.domain.order_refs import parse_order_ref
+from core.domain.strategies import IntentPurpose
+from core.domain.timezones import MARKET_TZ
 from core.risk.breaker import Breaker, BreakerState, CycleHealth
 from core.risk.limits import (
     MAX_CONTRACTS_PER_DAY,
@@ -34,7 +34,6 @@ from core.sim.exchange import SimExchange
 from core.store.delta import DeltaStore
 from core.store.validation import prepare
 
-ET = ZoneInfo("America/New_York")
 HOUR = timedelta(hours=1)
 
 
@@ -152,7 +151,7 @@ def orders_within_caps(
         intents.filter(pl.col("purpose") == IntentPurpose.OPEN.value)
         .group_by("strategy_id")
         .agg(pl.col("created_at").min())
-        .with_columns(day=pl.col("created_at").dt.convert_time_zone(str(ET)).dt.date())
+        .with_columns(day=pl.col("created_at").dt.convert_time_zone(MARKET_TZ.key).dt.date())
         .group_by("day")
         .len()
         .filter(pl.col("len") > settings.limits.max_new_strategies_per_day)

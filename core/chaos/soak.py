@@ -30,7 +30,6 @@ from typing import Any
 import polars as pl
 
 from core.backtest.run import cycle_times
-from core.book.refs import parse_order_ref
 from core.calendar import MarketCalendar
 from core.chaos import invariants as inv
 from core.chaos.faults import (
@@ -51,6 +50,7 @@ from core.config import Settings
 from core.cycle.context import Step
 from core.cycle.run import RECONCILE, CycleRun, run_trading_cycle
 from core.domain import OrderState
+from core.domain.order_refs import parse_order_ref
 from core.risk.breaker import Breaker, BreakerState
 from core.runtime import Runtime
 from core.sim.exchange import SimExchange, build_exchange

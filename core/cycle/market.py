@@ -25,7 +25,6 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 import polars as pl
 
@@ -36,12 +35,12 @@ from core.clock import Clock
 from core.config import Settings
 from core.domain import Bar, Contract, Quote
 from core.domain.frames import contract_from_row
+from core.domain.timezones import MARKET_TZ, UTC_US
 from core.marketdata.iv_history import BROKER as IV_BROKER
 from core.marketdata.iv_history import TABLE as IV_TABLE
 from core.marketdata.iv_history import backfill_iv_history, iv_stats
 from core.rules.regime import daily_closes, detect_regimes
 from core.store.delta import DeltaStore
-from core.store.spec import UTC_US
 
 log = logging.getLogger(f"v6.{__name__}")
 
@@ -49,7 +48,6 @@ BAR_SIZE = "5 mins"
 BAR_MINUTES = 5
 MOVE_WINDOW = timedelta(hours=1)
 MOVE_MAX_GAP = timedelta(days=5)  # a reference close older than this (long holiday) is unknown
-MARKET_TZ = ZoneInfo("America/New_York")
 SPOT_MAX_AGE = timedelta(minutes=15)  # a bar close this fresh may stand in for a missing quote
 
 QUOTE_SCHEMA = pl.Schema(

@@ -17,33 +17,24 @@ so the rules report NO_DATA instead of deciding on half a position.
 wins, so they only seed strategies seen for the first time (adopted or recorded before a
 crash); a fill records the real entry values (`entry_values`).
 
-Book strategy types are mapped onto the rules' vocabulary: `single` -> `single_leg`, a
-`vertical` -> `bull_put_spread` (puts) or `bear_call_spread` (calls; the rules treat both
-verticals alike), and anything V6 may not manage (EXTERNAL, untagged) -> `external`, which
-the rules never action.
+The book and the rules share one strategy type vocabulary (`core.domain.strategies`); only
+a strategy V6 may not manage (EXTERNAL, untagged) is shown to the rules as `external`, which
+they never action.
 """
 
 from __future__ import annotations
 
 import math
 from datetime import date, datetime
-from zoneinfo import ZoneInfo
 
 import polars as pl
 
+from core.domain.strategies import StrategyType
+from core.domain.timezones import MARKET_TZ
 from core.rules.inputs import profit_pct_expr
-from core.rules.vocab import StrategyType as RuleType
 from core.strategy.candidates import Candidate
 
-MARKET_TZ = ZoneInfo("America/New_York")
 c = pl.col
-
-_BOOK_TO_RULES = {
-    "iron_condor": RuleType.IRON_CONDOR.value,
-    "bull_put_spread": RuleType.BULL_PUT_SPREAD.value,
-    "bear_call_spread": RuleType.BEAR_CALL_SPREAD.value,
-    "single": RuleType.SINGLE_LEG.value,
-}
 
 
 def _all_finite(expr: pl.Expr) -> pl.Expr:
@@ -51,21 +42,12 @@ def _all_finite(expr: pl.Expr) -> pl.Expr:
 
 
 def rules_type() -> pl.Expr:
-    """The rules' strategy type of each leg's strategy (see the module doc)."""
-    book = c("strategy_type")
-    puts = (c("right") == "P").all().over("strategy_id")
-    vertical = (
-        pl.when(puts)
-        .then(pl.lit(RuleType.BULL_PUT_SPREAD.value))
-        .otherwise(pl.lit(RuleType.BEAR_CALL_SPREAD.value))
-    )
-    mapped = book.replace_strict(_BOOK_TO_RULES, default=None, return_dtype=pl.String)
+    """The strategy type the rules see for each leg's strategy (see the module doc)."""
+    external = pl.lit(StrategyType.EXTERNAL.value)
     return (
-        pl.when(~c("managed").fill_null(False))
-        .then(pl.lit(RuleType.EXTERNAL.value))
-        .when(book == "vertical")
-        .then(vertical)
-        .otherwise(mapped.fill_null(pl.lit(RuleType.EXTERNAL.value)))
+        pl.when(c("managed").fill_null(False))
+        .then(c("strategy_type").fill_null(external))
+        .otherwise(external)
     )
 
 

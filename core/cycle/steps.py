@@ -22,7 +22,6 @@ import polars as pl
 
 from core.analysis.futures import latest_signal
 from core.analysis.weights import read_strategy_weights
-from core.book.model import IntentPurpose, StrategyStatus
 from core.calendar import MarketCalendar
 from core.cycle.context import CycleContext
 from core.cycle.market import MarketView, load_market
@@ -38,6 +37,7 @@ from core.cycle.report import (
 )
 from core.cycle.snapshot import entry_values, strategy_snapshot
 from core.domain import AccountSummary
+from core.domain.strategies import IntentPurpose, StrategyStatus
 from core.execution.executor import ExecStatus, ExecutionResult
 from core.execution.intents import sent_today
 from core.marketdata.iv_history import record_atm_iv

@@ -18,6 +18,7 @@ import polars as pl
 
 from core.cycle.report import all_results, order_rows
 from core.cycle.run import CycleRun
+from core.domain import OrderStatus
 
 DECISION_COLUMNS = (
     "strategy_id", "strategy_type", "underlying", "regime", "action", "urgency", "rule",
@@ -125,7 +126,7 @@ def artifacts_for(run: CycleRun) -> CycleArtifacts:
                 rejections.append({"kind": "limit", **row})
     for r in results:
         for a in r.attempts:
-            if a.status == "REJECTED":
+            if a.status == OrderStatus.REJECTED:
                 rejections.append(
                     {"kind": "broker", "strategy_id": r.strategy_id, "detail": a.message}
                 )

@@ -15,8 +15,7 @@ import polars as pl
 
 from core.domain.contracts import Contract, Right, SecType
 from core.domain.orders import Execution, OrderState, Position
-
-UTC_US = pl.Datetime("us", "UTC")
+from core.domain.timezones import UTC_US
 
 CONTRACT_SCHEMA: dict[str, pl.DataType] = {
     "con_id": pl.Int64(),

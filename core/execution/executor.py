@@ -46,13 +46,13 @@ from enum import StrEnum
 import polars as pl
 
 from core.book.ledger import Book, TableStore
-from core.book.model import IntentPurpose, LegSpec, StrategyStatus
-from core.book.refs import make_order_ref
 from core.broker.base import Broker, BrokerError, ErrorClass
 from core.clock import Clock, SimClock
 from core.config import Settings
 from core.domain import Action, Contract, Execution, OrderRequest, OrderState, OrderStatus
 from core.domain.frames import contract_from_row
+from core.domain.order_refs import make_order_ref
+from core.domain.strategies import IntentPurpose, LegSpec, StrategyStatus
 from core.execution.combo import (
     ComboQuote,
     combo_contract,

@@ -16,18 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from zoneinfo import ZoneInfo
 
 import polars as pl
 
 from core.book.ledger import Book, TableStore
-from core.book.model import CloseReason, IntentPurpose, LegSpec, LegStatus, leg_id_for
-from core.book.refs import OrderRef
 from core.domain import OrderRequest
+from core.domain.order_refs import OrderRef
+from core.domain.strategies import CloseReason, IntentPurpose, LegSpec, LegStatus, leg_id_for
+from core.domain.timezones import MARKET_TZ, UTC_US
 from core.reconcile import table_schema
-
-MARKET_TZ = ZoneInfo("America/New_York")
-UTC_US = pl.Datetime("us", "UTC")
 
 
 def record_intent(book: Book, order: OrderRequest, purpose: IntentPurpose) -> OrderRef:
@@ -52,7 +49,7 @@ def sent_today(store: TableStore, now: datetime) -> tuple[int, float]:
     day = now.astimezone(MARKET_TZ).date()
     fills = (
         store.read("fills", where=pl.col("source") == "broker")
-        .filter(pl.col("time").dt.convert_time_zone(str(MARKET_TZ)).dt.date() == day)
+        .filter(pl.col("time").dt.convert_time_zone(MARKET_TZ.key).dt.date() == day)
         .select("leg_id", "quantity")
         .collect()
     )

@@ -22,10 +22,10 @@ import polars as pl
 
 from core.broker.base import Broker
 from core.domain import Bar, Contract, Quote
+from core.domain.timezones import UTC_US
 from core.marketdata.futures_contracts import front_contract
 from core.marketdata.futures_quality import QualitySplit, split_bars
 from core.store.delta import DeltaStore, WriteResult
-from core.store.spec import UTC_US
 
 log = logging.getLogger(f"v6.{__name__}")
 

@@ -13,7 +13,7 @@ from datetime import datetime
 
 import polars as pl
 
-from core.store.spec import UTC_US
+from core.domain.timezones import UTC_US
 
 BAR_KEYS = ("symbol", "contract", "ts")
 PRICES = ("open", "high", "low", "close")

@@ -27,7 +27,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Final
-from zoneinfo import ZoneInfo
 
 import numpy as np
 import polars as pl
@@ -35,8 +34,9 @@ import polars as pl
 from core.broker.base import Broker, BrokerError, ErrorClass
 from core.calendar import MarketCalendar
 from core.domain import Bar, Contract
+from core.domain.timezones import MARKET_TZ, UTC_US
 from core.pricing import HistoryReason, iv_percentile, iv_rank
-from core.store import UTC_US, DeltaStore
+from core.store import DeltaStore
 from core.store.schemas.volatility import MAX_ATM_IV
 
 log = logging.getLogger(f"v6.{__name__}")
@@ -48,7 +48,6 @@ IV_WHAT: Final = "OPTION_IMPLIED_VOLATILITY"
 ATM_TERM_DAYS: Final = 30.0  # the tenor IB's IV bars quote; chain snapshots are mapped to it
 MAX_REQUEST: Final = timedelta(days=365)  # IB wants durations beyond a year in years: split
 MIN_REQUEST: Final = timedelta(days=2)  # daily bars need a duration in days, not seconds
-NY: Final = ZoneInfo("America/New_York")
 KEYS: Final = ("underlying", "date")
 
 STATS_SCHEMA: Final = pl.Schema(
@@ -85,7 +84,7 @@ def session_dates(ts: pl.Expr) -> pl.Expr:
     return (
         pl.when(ts.dt.time() == time(0))
         .then(ts.dt.date())
-        .otherwise(ts.dt.convert_time_zone("America/New_York").dt.date())
+        .otherwise(ts.dt.convert_time_zone(MARKET_TZ.key).dt.date())
     )
 
 
@@ -95,7 +94,7 @@ def first_backfill_span(days: int) -> timedelta:
 
 
 def _ny_date(now: datetime) -> date:
-    return now.astimezone(NY).date()
+    return now.astimezone(MARKET_TZ).date()
 
 
 def _check_now(now: datetime) -> None:
@@ -176,7 +175,7 @@ async def fetch_iv_bars(broker: Broker, symbol: str, *, start: date, now: dateti
     """Daily IV bars of `symbol` from session `start` to `now`, in requests of at most a
     year (IB rejects longer durations in days) and at least two days (daily bars need a
     duration in days)."""
-    begin = datetime.combine(start, time(0), NY).astimezone(UTC)
+    begin = datetime.combine(start, time(0), MARKET_TZ).astimezone(UTC)
     remaining = max(now - begin, MIN_REQUEST)
     end = now
     out: list[Bar] = []

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import polars as pl
 
+from core.domain.timezones import MARKET_TZ
 from core.reconcile.model import (
     _BREAK_INFO,
-    MARKET_TZ,
     BookFrames,
     BrokerFrames,
     ReconcileResult,

@@ -6,18 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
-from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from core.book.model import (
-    CloseReason,
-    Origin,
-    Severity,
-    StrategyStatus,
-    short_hash,
-)
 from core.domain import Execution, OrderState, Position
+from core.domain.breaks import Severity
 from core.domain.frames import (
     CONTRACT_SCHEMA,
     EXECUTIONS_SCHEMA,
@@ -27,10 +20,10 @@ from core.domain.frames import (
     orders_frame,
     positions_frame,
 )
+from core.domain.strategies import CloseReason, Origin, StrategyStatus, short_hash
+from core.domain.timezones import UTC_US
 from core.store.registry import REGISTRY
 
-MARKET_TZ = ZoneInfo("America/New_York")
-UTC_US = pl.Datetime("us", "UTC")
 _EXT_PREFIX = "__ext__:"  # placeholder strategy of a not-yet-named EXTERNAL strategy
 _NEW_LEG = "__new__:"  # placeholder leg booked this run, named in finalize_targets
 _UNLIMITED = 1 << 40

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import polars as pl
 
-from core.book.model import (
-    BreakKind,
-    FillSource,
-    Resolution,
-    Severity,
-)
-from core.book.refs import ref_strategy_expr, v6_ref_expr
+from core.domain import OrderStatus
+from core.domain.breaks import BreakKind, Resolution, Severity
+from core.domain.order_refs import ref_strategy_expr, v6_ref_expr
+from core.domain.strategies import FillSource
 from core.reconcile.model import (
     _CON_SPAN,
     _NB_SCHEMA,
@@ -18,6 +15,8 @@ from core.reconcile.model import (
     _schema,
 )
 from core.reconcile.views import _Views
+
+_WORKING = [s.value for s in OrderStatus if not s.is_done]  # orders the broker should still work
 
 
 class _Orders(_Views):
@@ -45,8 +44,7 @@ class _Orders(_Views):
         stale = book_orders.clear()
         if book_orders.height:
             stale = book_orders.filter(
-                pl.col("status").is_in(["PENDING", "SUBMITTED"])
-                & ~pl.col("order_ref").is_in(open_refs)
+                pl.col("status").is_in(_WORKING) & ~pl.col("order_ref").is_in(open_refs)
             )
         # V6 orders seen only through executions (never recorded, already done)
         seen = (
@@ -84,8 +82,8 @@ class _Orders(_Views):
                 )
                 .with_columns(
                     status=pl.when(pl.col("filled") >= pl.col("quantity"))
-                    .then(pl.lit("FILLED"))
-                    .otherwise(pl.lit("CANCELLED")),
+                    .then(pl.lit(OrderStatus.FILLED.value))
+                    .otherwise(pl.lit(OrderStatus.CANCELLED.value)),
                     updated_at=now,
                 )
             )
@@ -123,8 +121,8 @@ class _Orders(_Views):
                 )
                 .with_columns(
                     status=pl.when(pl.col("filled") >= pl.col("quantity"))
-                    .then(pl.lit("FILLED"))
-                    .otherwise(pl.lit("CANCELLED")),
+                    .then(pl.lit(OrderStatus.FILLED.value))
+                    .otherwise(pl.lit(OrderStatus.CANCELLED.value)),
                 )
             )
             rows.append(_conform(seen, order_schema))

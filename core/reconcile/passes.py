@@ -6,22 +6,21 @@ from datetime import timedelta
 
 import polars as pl
 
-from core.book.model import (
-    BreakKind,
+from core.domain.breaks import BreakKind, Resolution, Severity
+from core.domain.frames import (
+    CONTRACT_COLUMNS,
+)
+from core.domain.order_refs import ref_strategy_expr, v6_ref_expr
+from core.domain.strategies import (
     CloseReason,
     FillSource,
     LegStatus,
     Origin,
-    Resolution,
-    Severity,
     StrategyStatus,
     StrategyType,
     external_strategy_id,
 )
-from core.book.refs import ref_strategy_expr, v6_ref_expr
-from core.domain.frames import (
-    CONTRACT_COLUMNS,
-)
+from core.domain.timezones import UTC_US
 from core.reconcile.model import (
     _EXT_PREFIX,
     _NB_SCHEMA,
@@ -31,7 +30,6 @@ from core.reconcile.model import (
     _REASON_RANK,
     _UNLIMITED,
     EXPIRY_REF_PREFIXES,
-    UTC_US,
     _conform,
     _ids,
     _schema,

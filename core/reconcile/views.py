@@ -7,20 +7,18 @@ from datetime import date, datetime
 
 import polars as pl
 
-from core.book.model import (
-    LegStatus,
-)
 from core.domain.frames import (
     CONTRACT_COLUMNS,
     CONTRACT_SCHEMA,
 )
+from core.domain.strategies import LegStatus
+from core.domain.timezones import UTC_US
 from core.reconcile.model import (
     _ENGINE,
     _EXT_FACTS,
     _EXT_PREFIX,
     _NEW_LEG,
     _NF_SCHEMA,
-    UTC_US,
     BookFrames,
     BrokerFrames,
     Tolerance,

@@ -33,8 +33,8 @@ import polars as pl
 
 from core.clock import Clock, SystemClock
 from core.config import BreakerSettings
+from core.domain.timezones import UTC_US
 from core.store.delta import DeltaStore
-from core.store.spec import UTC_US
 
 log = logging.getLogger(f"v6.{__name__}")
 

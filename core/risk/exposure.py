@@ -25,9 +25,7 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
-from core.store.spec import UTC_US
-
-MARKET_TZ = "America/New_York"
+from core.domain.timezones import MARKET_TZ, UTC_US
 
 LEG_SCHEMA = pl.Schema(
     {
@@ -161,7 +159,7 @@ def daily_returns(
     closes = (
         bars.lazy()
         .filter(pl.col("symbol").is_in(wanted) & (pl.col("ts") <= now) & (pl.col("ts") > start))
-        .with_columns(day=pl.col("ts").dt.convert_time_zone(MARKET_TZ).dt.date())
+        .with_columns(day=pl.col("ts").dt.convert_time_zone(MARKET_TZ.key).dt.date())
         .group_by("symbol", "day")
         .agg(close=pl.col("close").sort_by("ts").last())
         .collect()

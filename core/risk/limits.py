@@ -21,15 +21,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import polars as pl
 
 from core.config import LimitSettings
 from core.domain import AccountSummary
+from core.domain.timezones import MARKET_TZ, UTC_US
 from core.risk.exposure import (
     LEG_SCHEMA,
-    MARKET_TZ,
     STRATEGY_SCHEMA,
     conform,
     correlations,
@@ -39,7 +38,6 @@ from core.risk.exposure import (
     order_size,
 )
 from core.store.delta import DeltaStore, WriteResult
-from core.store.spec import UTC_US
 
 MAX_CONTRACTS_PER_ORDER = 50
 MAX_NOTIONAL_PER_ORDER = 5_000_000.0  # USD, sum |qty| * multiplier * strike
@@ -317,9 +315,9 @@ def check_limits(
             f"{n_open} open",
         )
     )
-    today = now.astimezone(ZoneInfo(MARKET_TZ)).date()
+    today = now.astimezone(MARKET_TZ).date()
     n_today = book.strategies.filter(
-        pl.col("opened_at").dt.convert_time_zone(MARKET_TZ).dt.date() == today
+        pl.col("opened_at").dt.convert_time_zone(MARKET_TZ.key).dt.date() == today
     ).height
     rows.append(
         _row(

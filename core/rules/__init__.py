@@ -15,18 +15,16 @@ from core.rules.inputs import (
 )
 from core.rules.regime import daily_closes, detect_regimes
 from core.rules.targets import profit_target, profit_target_expr
-from core.rules.vocab import ExitAction, Regime, StrategyType, Urgency
+from core.rules.vocab import ExitAction, Urgency
 
 __all__ = [
     "RULES",
     "RULE_NAMES",
     "SNAPSHOT_SCHEMA",
     "ExitAction",
-    "Regime",
     "Rule",
     "RulesEngine",
     "RulesRun",
-    "StrategyType",
     "Urgency",
     "build_snapshot",
     "check_settings",

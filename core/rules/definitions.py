@@ -12,7 +12,7 @@ null only when one of these is).
 
 Thresholds, as the issue states them ("falls > 3%" is strict, "profit >= 80%" is not):
 1    catastrophe      move_1h < -drop  OR  iv_change > jump                  CLOSE immediate
-1.3  single_leg_exit  single_leg: profit >= x OR profit <= -y OR dte <= d   CLOSE normal
+1.3  single_leg_exit  single:     profit >= x OR profit <= -y OR dte <= d   CLOSE normal
 1.4  trailing_stop    peak >= activation AND profit < ratio * peak           CLOSE normal
 1.5  vix_exit         vix > level  OR  vix - entry_vix > rise                 CLOSE high
 2    take_profit      profit >= regime target -> CLOSE;                       normal
@@ -46,7 +46,8 @@ from dataclasses import dataclass
 import polars as pl
 
 from core.config import RuleSettings
-from core.rules.vocab import MANAGED, MULTI_LEG, ExitAction, StrategyType, Urgency
+from core.domain.strategies import StrategyType
+from core.rules.vocab import MANAGED, MULTI_LEG, ExitAction, Urgency
 
 c = pl.col
 ExprFn = Callable[[RuleSettings], pl.Expr]
@@ -128,7 +129,7 @@ RULES: tuple[Rule, ...] = (
         name="single_leg_exit",
         priority=1.3,
         summary="single leg: profit >= x%, loss >= y%, or DTE <= d",
-        applies_to=frozenset({StrategyType.SINGLE_LEG.value}),
+        applies_to=frozenset({StrategyType.SINGLE.value}),
         inputs=("profit_pct", "dte"),
         condition=lambda s: (
             (_profit >= s.single_leg_profit_pct)

@@ -39,6 +39,9 @@ import polars.selectors as cs
 from polars.exceptions import PanicException
 
 from core.config import RuleSettings
+from core.domain.regimes import Regime
+from core.domain.strategies import StrategyType
+from core.domain.timezones import UTC_US
 from core.rules.definitions import INPUT_COLUMNS, RULES, Rule, check_disabled
 from core.rules.inputs import SNAPSHOT_SCHEMA, normalize_snapshot, snapshot_exprs
 from core.rules.state import (
@@ -49,8 +52,8 @@ from core.rules.state import (
     normalize_state,
 )
 from core.rules.targets import check_targets, profit_target
-from core.rules.vocab import KNOWN_REGIMES, ExitAction, Regime, StrategyType, Urgency
-from core.store import REGISTRY, UTC_US, DeltaStore, WriteResult
+from core.rules.vocab import KNOWN_REGIMES, ExitAction, Urgency
+from core.store import REGISTRY, DeltaStore, WriteResult
 
 log = logging.getLogger(f"v6.{__name__}")
 c = pl.col

@@ -29,7 +29,9 @@ from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
 
-from core.rules.vocab import KNOWN_REGIMES, Regime, StrategyType
+from core.domain.regimes import Regime
+from core.domain.strategies import StrategyType
+from core.rules.vocab import KNOWN_REGIMES
 
 FLOAT_INPUTS = (
     "profit_pct",

@@ -31,13 +31,13 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 
 from core.config import RuleSettings
-from core.rules.vocab import Regime
+from core.domain.regimes import Regime
+from core.domain.timezones import MARKET_TZ
 
 c = pl.col
-MARKET_TZ = "America/New_York"
 
 
-def daily_closes(bars: pl.DataFrame | pl.LazyFrame, tz: str = MARKET_TZ) -> pl.DataFrame:
+def daily_closes(bars: pl.DataFrame | pl.LazyFrame, tz: str = MARKET_TZ.key) -> pl.DataFrame:
     """The last close per symbol per market date (bars: symbol, ts UTC, close), sorted."""
     return (
         bars.lazy()

@@ -19,7 +19,8 @@ from datetime import datetime
 
 import polars as pl
 
-from core.store import REGISTRY, UTC_US, DeltaStore
+from core.domain.timezones import UTC_US
+from core.store import REGISTRY, DeltaStore
 
 TABLE = "rule_state"
 STATE_SCHEMA = REGISTRY[TABLE].schema

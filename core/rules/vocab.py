@@ -1,4 +1,5 @@
-"""The words the rules engine speaks: actions, urgencies, strategy types, regimes.
+"""The words the rules engine speaks: actions and urgencies, and which strategy types and
+regimes (`core.domain`'s) it acts on.
 
 They are StrEnums so a frame column holds plain strings (Delta cannot store polars Enums)
 while code still gets a closed vocabulary.
@@ -7,6 +8,9 @@ while code still gets a closed vocabulary.
 from __future__ import annotations
 
 from enum import StrEnum
+
+from core.domain.regimes import Regime
+from core.domain.strategies import StrategyType
 
 
 class ExitAction(StrEnum):
@@ -23,25 +27,24 @@ class Urgency(StrEnum):
     NORMAL = "normal"
 
 
-class StrategyType(StrEnum):
-    IRON_CONDOR = "iron_condor"
-    BULL_PUT_SPREAD = "bull_put_spread"
-    BEAR_CALL_SPREAD = "bear_call_spread"
-    SINGLE_LEG = "single_leg"
-    EXTERNAL = "external"  # found at the broker, not opened by V6: never actioned by rules
-
-
-class Regime(StrEnum):
-    CRASH = "crash"
-    HIGH_VOL = "high_vol"
-    NORMAL = "normal"
-    LOW_VOL = "low_vol"
-    TRENDING = "trending"
-    RANGE_BOUND = "range_bound"
-    UNKNOWN = "unknown"  # not enough fresh data: the take-profit target falls back
-
-
-VERTICALS = frozenset({StrategyType.BULL_PUT_SPREAD.value, StrategyType.BEAR_CALL_SPREAD.value})
+VERTICALS = frozenset(
+    {
+        StrategyType.BULL_PUT_SPREAD.value,
+        StrategyType.BEAR_CALL_SPREAD.value,
+        StrategyType.VERTICAL.value,
+    }
+)
 MULTI_LEG = frozenset({StrategyType.IRON_CONDOR.value, *VERTICALS})
-MANAGED = frozenset({*MULTI_LEG, StrategyType.SINGLE_LEG.value})  # every type rules may act on
-KNOWN_REGIMES = frozenset(r.value for r in Regime if r is not Regime.UNKNOWN)
+MANAGED = frozenset({*MULTI_LEG, StrategyType.SINGLE.value})  # every type rules may act on
+# the regimes the detector names (UNKNOWN aside): the ones a take-profit target can be set for
+KNOWN_REGIMES = frozenset(
+    r.value
+    for r in (
+        Regime.CRASH,
+        Regime.HIGH_VOL,
+        Regime.NORMAL,
+        Regime.LOW_VOL,
+        Regime.TRENDING,
+        Regime.RANGE_BOUND,
+    )
+)

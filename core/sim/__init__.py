@@ -28,7 +28,7 @@ from core.sim.exchange import (
     SimExchangeError,
 )
 from core.sim.market import MarketSimulator
-from core.sim.regimes import Regime, RegimeSchedule
+from core.sim.regimes import RegimeSchedule
 
 __all__ = [
     "ExchangeEvent",
@@ -37,7 +37,6 @@ __all__ = [
     "MarketSimulator",
     "OrderUpdated",
     "PositionChanged",
-    "Regime",
     "RegimeSchedule",
     "SimExchange",
     "SimExchangeError",

@@ -18,13 +18,13 @@ import functools
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Final
-from zoneinfo import ZoneInfo
 
 import exchange_calendars as xc
 import numpy as np
 from numpy.typing import NDArray
 
-ET: Final = ZoneInfo("America/New_York")
+from core.domain.timezones import MARKET_TZ
+
 FIRST_DAY: Final = date(2005, 1, 1)
 LAST_DAY: Final = date(2040, 12, 31)
 QUARTER_MONTHS: Final = (3, 6, 9, 12)
@@ -74,12 +74,12 @@ def session_table() -> SessionTable:
     fut_open = np.empty(len(days), dtype=np.int64)
     fut_close = np.empty(len(days), dtype=np.int64)
     for i, d in enumerate(days):
-        fut_open[i] = to_epoch(datetime.combine(d - timedelta(days=1), time(18, 0), ET))
-        regular_close = to_epoch(datetime.combine(d, time(16, 0), ET))
+        fut_open[i] = to_epoch(datetime.combine(d - timedelta(days=1), time(18, 0), MARKET_TZ))
+        regular_close = to_epoch(datetime.combine(d, time(16, 0), MARKET_TZ))
         if rth_close[i] < regular_close:  # early close: Globex halts 15 minutes later
             fut_close[i] = rth_close[i] + 15 * 60
         else:
-            fut_close[i] = to_epoch(datetime.combine(d, time(17, 0), ET))
+            fut_close[i] = to_epoch(datetime.combine(d, time(17, 0), MARKET_TZ))
     ordinals = np.fromiter((d.toordinal() for d in days), dtype=np.int64, count=len(days))
     return SessionTable(days, ordinals, rth_open, rth_close, fut_open, fut_close)
 

@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 from core.clock import Clock
 from core.config import Settings, SimSettings
 from core.domain import Bar, ComboLeg, Contract, OptionChain, Quote, Right, SecType
+from core.domain.regimes import Regime
 from core.sim.calendar import (
     QUARTER_MONTHS,
     MarketCalendar,
@@ -51,7 +52,7 @@ from core.sim.instruments import (
     underlying_profile,
 )
 from core.sim.paths import DayPaths, DayState, PathModel, generate_day, initial_state
-from core.sim.regimes import REGIME_SPECS, Regime, RegimeSchedule
+from core.sim.regimes import REGIME_SPECS, RegimeSchedule
 from core.sim.volsurface import (
     OPTION_TICK,
     TERM_DAYS,

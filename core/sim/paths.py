@@ -28,7 +28,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.signal import lfilter
 
-from core.sim.regimes import REGIME_SPECS, Regime
+from core.domain.regimes import Regime
+from core.sim.regimes import REGIME_SPECS
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]

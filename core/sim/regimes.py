@@ -3,7 +3,8 @@
 Regimes exist so a demo, a backtest or a fault rehearsal can *script* the market: a calm
 week, then a crash day with a >3 % drop and an IV spike, then elevated vol while it
 decays. A schedule maps dates to regimes; days it does not name are drawn from a seeded
-mix, so an unscripted year still has trends, vol clusters and the odd crash.
+mix, so an unscripted year still has trends, vol clusters and the odd crash. The simulator
+plays the regimes it has a spec for (`REGIME_SPECS`), of `core.domain.regimes.Regime`.
 """
 
 from __future__ import annotations
@@ -11,17 +12,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
-from enum import StrEnum
 from typing import Final
 
 import numpy as np
 
-
-class Regime(StrEnum):
-    CALM = "calm"
-    TRENDING = "trending"
-    HIGH_VOL = "high_vol"
-    CRASH = "crash"
+from core.domain.regimes import Regime
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +45,20 @@ DEFAULT_WEIGHTS: Final[Mapping[Regime, float]] = {
 }
 
 
+def _simulated(value: Regime | str, what: str) -> Regime:
+    """`value` as a regime the simulator plays (one with a spec); `what` names it in the error."""
+    try:
+        regime: Regime | None = Regime(value)
+    except ValueError:
+        regime = None
+    if regime is None or regime not in REGIME_SPECS:
+        allowed = ", ".join(REGIME_SPECS)
+        raise ValueError(
+            f"{what} {value!r} is not a regime the simulator plays; use one of {allowed}"
+        )
+    return regime
+
+
 class RegimeSchedule:
     """Regime per session: explicit `overrides` first, then `default`, else a seeded draw.
 
@@ -65,23 +74,18 @@ class RegimeSchedule:
         weights: Mapping[Regime, float] | None = None,
         seed: int = 0,
     ) -> None:
-        self.default = default
-        self.overrides: dict[date, Regime] = {}
-        for day, reg in (overrides or {}).items():
-            try:
-                self.overrides[day] = Regime(reg)
-            except ValueError:
-                allowed = ", ".join(r.value for r in Regime)
-                raise ValueError(
-                    f"regime schedule: {day} -> {reg!r} is not a regime; use one of {allowed}"
-                ) from None
+        self.default = None if default is None else _simulated(default, "regime schedule default")
+        self.overrides = {
+            day: _simulated(reg, f"regime schedule: {day} ->")
+            for day, reg in (overrides or {}).items()
+        }
         w = dict(weights or DEFAULT_WEIGHTS)
         bad = {k: v for k, v in w.items() if not v >= 0}
         if bad or sum(w.values()) <= 0:
             raise ValueError(
                 f"regime weights must be >= 0 and sum to > 0, got {w}; e.g. {{'calm': 1.0}}"
             )
-        self._regimes = tuple(Regime(k) for k in w)
+        self._regimes = tuple(_simulated(k, "regime weight") for k in w)
         total = sum(w.values())
         self._cum = np.cumsum([w[k] / total for k in w])
         self.seed = seed

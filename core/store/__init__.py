@@ -3,11 +3,10 @@
 from core.store.delta import DeltaStore, TableStats, WriteResult
 from core.store.errors import CommitConflictError, SchemaViolation, StoreError, UnknownTableError
 from core.store.registry import REGISTRY
-from core.store.spec import UTC_US, TableSpec
+from core.store.spec import TableSpec
 
 __all__ = [
     "REGISTRY",
-    "UTC_US",
     "CommitConflictError",
     "DeltaStore",
     "SchemaViolation",

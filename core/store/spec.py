@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 import pandera.polars as pa
 import polars as pl
 
-UTC_US = pl.Datetime("us", "UTC")
-
 
 @dataclass(frozen=True)
 class TableSpec:

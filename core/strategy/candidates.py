@@ -43,11 +43,11 @@ import polars as pl
 from scipy.special import ndtr
 
 from core.analysis.futures import InsufficientData, LeadingSignal
-from core.book.model import LegSpec, StrategyType, strategy_id_for
 from core.config import Settings
 from core.domain import Contract, Right
+from core.domain.strategies import LegSpec, StrategyType, strategy_id_for
+from core.domain.timezones import UTC_US
 from core.pricing import bs_price
-from core.store.spec import UTC_US
 from core.strategy.chain import prepare_chain
 from core.strategy.skew import SKEW_SCHEMA, lean, measure_skew
 from core.strategy.strikes import delta_targets, select_strikes
@@ -74,7 +74,7 @@ _LEG = (
 class EntrySignals:
     """What the cycle knows per underlying beyond the chain (all optional).
 
-    `regimes`: regime value (see `core.rules.vocab.Regime`); `iv_rank`: 0-100 or None;
+    `regimes`: regime value (see `core.domain.regimes.Regime`); `iv_rank`: 0-100 or None;
     `lead`: the futures leading signal (`core.analysis.futures.latest_signal`).
     """
 
@@ -279,13 +279,15 @@ def _structures(sides: pl.DataFrame, targets: pl.DataFrame, enabled: Sequence[st
     calls = _side(sides, "C", "call")
     common = ["T", "dte", "forward", "multiplier"]
     parts = []
-    if "bull_put_spread" in enabled:
-        parts.append(puts.with_columns(strategy_type=pl.lit("bull_put_spread")))
-    if "bear_call_spread" in enabled:
-        parts.append(calls.with_columns(strategy_type=pl.lit("bear_call_spread")))
-    if "iron_condor" in enabled:
+    if StrategyType.BULL_PUT_SPREAD in enabled:
+        parts.append(puts.with_columns(strategy_type=pl.lit(StrategyType.BULL_PUT_SPREAD.value)))
+    if StrategyType.BEAR_CALL_SPREAD in enabled:
+        parts.append(calls.with_columns(strategy_type=pl.lit(StrategyType.BEAR_CALL_SPREAD.value)))
+    if StrategyType.IRON_CONDOR in enabled:
         parts.append(
-            puts.join(calls.drop(common), on=keys).with_columns(strategy_type=pl.lit("iron_condor"))
+            puts.join(calls.drop(common), on=keys).with_columns(
+                strategy_type=pl.lit(StrategyType.IRON_CONDOR.value)
+            )
         )
     if not parts:
         return pl.DataFrame()
@@ -312,8 +314,16 @@ def _col(frame: pl.DataFrame, name: str) -> np.ndarray:
 
 def _metrics(frame: pl.DataFrame) -> pl.DataFrame:
     """Credit, width, max loss, model value, expected return and POP (numpy, vectorised)."""
-    has_p = frame["strategy_type"].is_in(["iron_condor", "bull_put_spread"]).to_numpy()
-    has_c = frame["strategy_type"].is_in(["iron_condor", "bear_call_spread"]).to_numpy()
+    has_p = (
+        frame["strategy_type"]
+        .is_in([StrategyType.IRON_CONDOR.value, StrategyType.BULL_PUT_SPREAD.value])
+        .to_numpy()
+    )
+    has_c = (
+        frame["strategy_type"]
+        .is_in([StrategyType.IRON_CONDOR.value, StrategyType.BEAR_CALL_SPREAD.value])
+        .to_numpy()
+    )
     z = np.zeros(frame.height)
     ps_mid, pl_mid = _col(frame, "put_short_mid"), _col(frame, "put_long_mid")
     cs_mid, cl_mid = _col(frame, "call_short_mid"), _col(frame, "call_long_mid")
@@ -562,12 +572,12 @@ def _candidate(row: Mapping[str, Any], now: datetime, quantity: int) -> Candidat
     st = row["strategy_type"]
     und, exp, mult = row["underlying"], row["expiry"], int(row["multiplier"])
     legs: list[CandidateLeg] = []
-    if st in ("iron_condor", "bull_put_spread"):
+    if st in (StrategyType.IRON_CONDOR, StrategyType.BULL_PUT_SPREAD):
         legs += [
             _leg(row, "put_long", und, exp, Right.PUT, 1, mult),
             _leg(row, "put_short", und, exp, Right.PUT, -1, mult),
         ]
-    if st in ("iron_condor", "bear_call_spread"):
+    if st in (StrategyType.IRON_CONDOR, StrategyType.BEAR_CALL_SPREAD):
         legs += [
             _leg(row, "call_short", und, exp, Right.CALL, -1, mult),
             _leg(row, "call_long", und, exp, Right.CALL, 1, mult),

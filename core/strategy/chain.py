@@ -17,7 +17,6 @@ import logging
 import math
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time
-from zoneinfo import ZoneInfo
 
 import numpy as np
 import polars as pl
@@ -25,11 +24,11 @@ import polars as pl
 from core.broker.base import Broker
 from core.config import StrategySettings
 from core.domain import Contract, Quote, Right, SecType
+from core.domain.timezones import MARKET_TZ, UTC_US
 from core.pricing import bs_greeks, implied_vol
 
 log = logging.getLogger(f"v6.{__name__}")
 
-MARKET_TZ = ZoneInfo("America/New_York")
 EXPIRY_CLOSE = time(16, 0)
 YEAR_DAYS = 365.0
 
@@ -94,7 +93,7 @@ def expiry_close(expiry: pl.Expr) -> pl.Expr:
     return (
         expiry.cast(pl.Datetime("us"))
         .dt.offset_by("16h")
-        .dt.replace_time_zone(str(MARKET_TZ))
+        .dt.replace_time_zone(MARKET_TZ.key)
         .dt.convert_time_zone("UTC")
     )
 
@@ -104,7 +103,7 @@ def with_time(chain: pl.DataFrame, now: datetime) -> pl.DataFrame:
     if now.tzinfo is None:
         raise ValueError(f"now={now!r} is naive; pass a tz-aware UTC datetime")
     today = now.astimezone(MARKET_TZ).date()
-    now_utc = pl.lit(now.astimezone(UTC)).cast(pl.Datetime("us", "UTC"))
+    now_utc = pl.lit(now.astimezone(UTC)).cast(UTC_US)
     return chain.with_columns(
         dte=(pl.col("expiry") - pl.lit(today)).dt.total_days().cast(pl.Int64),
         T=(expiry_close(pl.col("expiry")) - now_utc).dt.total_seconds().cast(pl.Float64)

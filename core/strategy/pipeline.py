@@ -18,12 +18,13 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from zoneinfo import ZoneInfo
 
 import polars as pl
 
 from core.config import Settings
 from core.domain import AccountSummary
+from core.domain.strategies import StrategyStatus
+from core.domain.timezones import MARKET_TZ
 from core.risk.exposure import LEG_SCHEMA, STRATEGY_SCHEMA, order_size
 from core.risk.limits import Book as RiskBook
 from core.risk.limits import LimitResult, candidate_book, check_limits
@@ -48,7 +49,7 @@ SKIPPED_SCHEMA = pl.Schema(
         "reason": pl.String(),
     }
 )
-_LIVE = ("OPEN", "PENDING")
+_LIVE = (StrategyStatus.OPEN.value, StrategyStatus.PENDING.value)
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,6 @@ def held_structures(strategies: pl.DataFrame, legs: pl.DataFrame) -> pl.DataFram
     )
 
 
-MARKET_TZ = ZoneInfo("America/New_York")
 MIN_MAX_LOSS = 0.01  # USD: the risk book needs > 0; a locked-in profit risks ~nothing
 FAR_FACTOR = 3.0  # stress price for legs with unbounded upside risk: 3 x the highest strike
 
@@ -113,7 +113,7 @@ def risk_book(
         _live=pl.col("status").is_in(list(_LIVE)),
     )
     keep = s.filter(
-        pl.col("_live") | (pl.col("_opened").dt.convert_time_zone(str(MARKET_TZ)).dt.date() == day)
+        pl.col("_live") | (pl.col("_opened").dt.convert_time_zone(MARKET_TZ.key).dt.date() == day)
     )
     legs = (
         positions.drop("underlying", "strategy_quantity", strict=False)
@@ -122,7 +122,7 @@ def risk_book(
             on="strategy_id",
         )
         .with_columns(
-            q=pl.when(pl.col("status") == "PENDING")
+            q=pl.when(pl.col("status") == StrategyStatus.PENDING.value)
             .then(pl.col("ratio") * pl.col("_sq"))
             .otherwise(pl.col("quantity"))
             .cast(pl.Int64)
@@ -134,7 +134,7 @@ def risk_book(
             .otherwise(
                 pl.col("con_id").replace_strict(dict(deltas), default=None, return_dtype=pl.Float64)
             ),
-            premium=pl.when(pl.col("status") == "PENDING")
+            premium=pl.when(pl.col("status") == StrategyStatus.PENDING.value)
             .then(0.0)
             .otherwise(pl.col("q") * pl.col("multiplier") * pl.col("avg_price").fill_null(0.0)),
         )

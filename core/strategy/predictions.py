@@ -19,8 +19,8 @@ from datetime import datetime
 import polars as pl
 
 from core.book.ledger import TableStore
+from core.domain.timezones import UTC_US
 from core.store.registry import REGISTRY
-from core.store.spec import UTC_US
 from core.strategy.candidates import UNKNOWN, Candidate, model_at_credit
 
 TABLE = "predictions"

@@ -13,7 +13,6 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import polars as pl
 import pytest
@@ -24,6 +23,7 @@ from prefect.states import Cancelled, Completed, Failed, State
 
 import deployments.catalog as catalog
 from core.config import Settings, load_settings
+from core.domain.timezones import MARKET_TZ
 from core.risk.breaker import Breaker, BreakerState
 from core.store import REGISTRY, DeltaStore
 from deployments import cli
@@ -315,7 +315,7 @@ def test_pnl_summary_counts_today_in_market_time(tmp_path: Path) -> None:
             ("T-4", datetime(2026, 2, 1, 15, 0, tzinfo=UTC), -50.0),  # outside 30 days
         ],
     )
-    pnl = pnl_summary(store, now, ZoneInfo("America/New_York"))
+    pnl = pnl_summary(store, now, MARKET_TZ)
     assert pnl.trades_total == 4
     assert pnl.realised_today == 127.5  # a UTC day would give 120.5
     assert pnl.realised_30d == 1127.5

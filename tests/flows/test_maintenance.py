@@ -12,8 +12,9 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from core.clock import SimClock
 from core.config import Settings
+from core.domain.timezones import UTC_US
 from core.runtime import Runtime, use_runtime
-from core.store import UTC_US, DeltaStore
+from core.store import DeltaStore
 from core.store.maintenance import maintain_table
 from flows.maintenance import maintenance
 

@@ -20,11 +20,11 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.states import State
 
-from core.book.refs import make_order_ref
 from core.broker.ib import IBBroker
 from core.broker.sim import SimBroker
 from core.config import Settings
 from core.domain import Action, Contract, OrderRequest, OrderState, OrderType, Right
+from core.domain.order_refs import make_order_ref
 from core.execution.executor import ComboExecutor, ExecStatus
 from core.risk.breaker import Breaker, BreakerState
 from core.runtime import Runtime, use_runtime

@@ -15,19 +15,19 @@ import pandera.polars as pa
 import polars as pl
 from pandera.engines.polars_engine import DateTime
 
-from core.book.model import (
-    BreakKind,
+from core.domain import OrderStatus
+from core.domain.breaks import BreakKind, Resolution, Severity
+from core.domain.strategies import (
     CloseReason,
     FillSource,
     IntentPurpose,
     LegStatus,
     Origin,
-    Resolution,
-    Severity,
     StrategyStatus,
     StrategyType,
 )
-from core.store.spec import UTC_US, TableSpec
+from core.domain.timezones import UTC_US
+from core.store.spec import TableSpec
 
 UtcTs = DateTime(time_zone="UTC", time_unit="us")
 _NONEMPTY = {"min_value": 1}
@@ -117,7 +117,7 @@ class Order(_Strict):
     action: str = pa.Field(isin=["BUY", "SELL"])
     quantity: pl.Int64 = pa.Field(gt=0)
     filled: pl.Int64 = pa.Field(ge=0)
-    status: str = pa.Field(isin=["PENDING", "SUBMITTED", "FILLED", "CANCELLED", "REJECTED"])
+    status: str = pa.Field(isin=_values(OrderStatus))
     avg_fill_price: float = pa.Field(nullable=True)
     limit_price: float = pa.Field(nullable=True)
     message: str

@@ -9,7 +9,8 @@ import pandera.polars as pa
 import polars as pl
 from pandera.engines.polars_engine import DateTime
 
-from core.store.spec import UTC_US, TableSpec
+from core.domain.timezones import UTC_US
+from core.store.spec import TableSpec
 
 UtcTs = DateTime(time_zone="UTC", time_unit="us")
 _TRADE_DATE = pl.col("ts").dt.date()

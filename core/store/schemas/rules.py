@@ -14,13 +14,19 @@ import pandera.polars as pa
 import polars as pl
 from pandera.engines.polars_engine import DateTime
 
-from core.store.spec import UTC_US, TableSpec
+from core.domain.strategies import StrategyType
+from core.domain.timezones import UTC_US
+from core.store.spec import TableSpec
 
 UtcTs = DateTime(time_zone="UTC", time_unit="us")
 
 ACTIONS = ["HOLD", "CLOSE", "REDUCE", "ROLL", "NO_DATA"]
 URGENCIES = ["immediate", "high", "normal"]
-STRATEGY_TYPES = ["iron_condor", "bull_put_spread", "bear_call_spread", "single_leg", "external"]
+# "single_leg": what the rules called a single-leg strategy before the book and the rules
+# shared one StrategyType (now "single"). Decisions recorded then keep it, so tables
+# written by earlier versions stay valid (and compact) as they are.
+LEGACY_STRATEGY_TYPES = ["single_leg"]
+STRATEGY_TYPES = [t.value for t in StrategyType] + LEGACY_STRATEGY_TYPES
 
 
 class Decision(pa.DataFrameModel):

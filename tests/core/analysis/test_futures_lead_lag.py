@@ -20,7 +20,8 @@ from core.analysis.futures import (
     write_signals,
 )
 from core.config import Settings
-from core.store import UTC_US, DeltaStore
+from core.domain.timezones import UTC_US
+from core.store import DeltaStore
 
 START = date(2026, 3, 2)
 FUT_OPEN_MIN = 13 * 60  # futures bars from 13:00 UTC; the underlying trades 14:30-21:00

@@ -8,9 +8,9 @@ from datetime import timedelta
 import polars as pl
 from book_world import ACCOUNT, World, opt, order_state, stock
 
-from core.book.model import StrategyType
-from core.book.refs import make_order_ref
 from core.domain import OrderStatus
+from core.domain.order_refs import make_order_ref
+from core.domain.strategies import StrategyType
 from core.reconcile import BookFrames, BrokerFrames, position_stats, reconcile
 
 
@@ -339,8 +339,8 @@ def test_empty_inputs() -> None:
 def test_offsetting_legs_on_an_expired_contract_both_close(world: World) -> None:
     from datetime import date
 
-    from core.book.model import IntentPurpose, LegSpec
     from core.domain import Action, OrderRequest
+    from core.domain.strategies import IntentPurpose, LegSpec
 
     c = opt(455, "P", 960, expiry=date(2026, 3, 6))
     for n, qty in enumerate((1, -1)):  # one strategy long the put, another short it

@@ -12,7 +12,8 @@ from core.broker.sim import SimBroker
 from core.clock import SimClock
 from core.config import Settings
 from core.domain import Action, Contract, OrderRequest, OrderStatus, OrderType
-from core.sim import MarketSimulator, Regime, RegimeSchedule, SimExchange
+from core.domain.regimes import Regime
+from core.sim import MarketSimulator, RegimeSchedule, SimExchange
 
 START = datetime(2026, 3, 2, 14, 31, tzinfo=UTC)  # 09:31 ET
 

@@ -13,7 +13,6 @@ import polars as pl
 import pytest
 from polars.exceptions import PanicException
 
-from core.book.refs import make_order_ref
 from core.broker.base import BrokerError
 from core.broker.sim import SimBroker
 from core.clock import SimClock
@@ -25,6 +24,7 @@ from core.cycle.report import ExitOrder
 from core.cycle.run import EXIT_RULES
 from core.cycle.steps import execute_exits, exit_rules, market_data
 from core.domain import Action, Contract, OrderRequest, OrderType
+from core.domain.order_refs import make_order_ref
 from core.execution.executor import ComboExecutor, ExecStatus
 from core.risk.breaker import Breaker, Gate, GateMode
 from core.runtime import Runtime

@@ -11,6 +11,7 @@ import pytest
 
 from core.cycle.market import one_hour_moves
 from core.cycle.snapshot import entry_values, strategy_snapshot
+from core.domain.timezones import UTC_US
 from core.rules.inputs import normalize_snapshot
 
 NOW = datetime(2026, 3, 2, 15, 30, tzinfo=UTC)  # 10:30 New York
@@ -84,7 +85,7 @@ def test_a_leg_without_a_quote_makes_the_number_unknown_not_partial() -> None:
     normalize_snapshot(snap)  # the rules accept it as it is
 
 
-def test_types_map_onto_the_rules_vocabulary() -> None:
+def test_the_rules_see_the_book_type_unless_v6_may_not_manage_it() -> None:
     put_spread = [
         ("v", "vertical", "SPY", True, "OPT", "P", EXPIRY, -1, -1, 100, 2.0, 1.5, -0.3, 0.02, 0.2),
         ("v", "vertical", "SPY", True, "OPT", "P", EXPIRY, 1, 1, 100, 1.0, 0.7, -0.2, 0.02, 0.2),
@@ -92,12 +93,17 @@ def test_types_map_onto_the_rules_vocabulary() -> None:
     call_spread = [(r[0].replace("v", "c"), *r[1:5], "C", *r[6:]) for r in put_spread]
     single = [("s", "single", "SPY", True, "OPT", "C", EXPIRY, 1, 3, 100, 2.0, 3.0, 0.5, 0.01, 0.2)]
     ext = [("x", "external", "SPY", False, "OPT", "C", EXPIRY, 1, 1, 100, 2.0, 3.0, 0.5, 0.0, 0.2)]
-    rows = by_id(strategy_snapshot(legs(*put_spread, *call_spread, *single, *ext), CONTEXT, NOW))
-    assert rows["v"]["strategy_type"] == "bull_put_spread"
-    assert rows["c"]["strategy_type"] == "bear_call_spread"
-    assert rows["s"]["strategy_type"] == "single_leg"
+    untagged = [
+        (r[0].replace("v", "u"), "bull_put_spread", "SPY", False, *r[4:]) for r in put_spread
+    ]
+    frame = legs(*put_spread, *call_spread, *single, *ext, *untagged)
+    rows = by_id(strategy_snapshot(frame, CONTEXT, NOW))
+    assert rows["v"]["strategy_type"] == "vertical"
+    assert rows["c"]["strategy_type"] == "vertical"
+    assert rows["s"]["strategy_type"] == "single"
     assert rows["s"]["profit_pct"] == pytest.approx(50.0)  # a debit: (3 - 2) / 2
     assert rows["x"]["strategy_type"] == "external" and rows["x"]["managed"] is False
+    assert rows["u"]["strategy_type"] == "external" and rows["u"]["book_type"] == "bull_put_spread"
 
 
 def test_entry_values_measure_like_the_snapshot() -> None:
@@ -117,7 +123,7 @@ def test_entry_values_measure_like_the_snapshot() -> None:
 def bars(closes: dict[datetime, float]) -> pl.DataFrame:
     return pl.DataFrame(
         {"symbol": ["SPY"] * len(closes), "ts": list(closes), "close": list(closes.values())},
-        schema={"symbol": pl.String, "ts": pl.Datetime("us", "UTC"), "close": pl.Float64},
+        schema={"symbol": pl.String, "ts": UTC_US, "close": pl.Float64},
     )
 
 

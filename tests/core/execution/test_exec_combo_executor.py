@@ -12,9 +12,9 @@ import polars as pl
 import pytest
 from exec_world import World, make_world
 
-from core.book.model import IntentPurpose, StrategyStatus
-from core.book.refs import make_order_ref
 from core.domain import Action, OrderRequest, OrderStatus, SecType
+from core.domain.order_refs import make_order_ref
+from core.domain.strategies import IntentPurpose, StrategyStatus
 from core.execution.combo import combo_contract
 from core.execution.executor import ExecStatus
 from core.risk.limits import MAX_CONTRACTS_PER_ORDER

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from core.broker.base import Broker
 from core.domain import Bar, Contract, Quote
+from core.domain.timezones import UTC_US
 from core.marketdata.futures_collection import (
     BAR,
     RECENT,
@@ -29,7 +30,7 @@ from core.marketdata.futures_collection import (
     series_id,
     write_collection,
 )
-from core.store import UTC_US, DeltaStore
+from core.store import DeltaStore
 
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 CAP = timedelta(hours=48)

@@ -8,6 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from core.domain.timezones import UTC_US
 from core.marketdata.futures_quality import (
     REASON_DUPLICATE,
     REASON_FUTURE,
@@ -17,7 +18,7 @@ from core.marketdata.futures_quality import (
     REASON_OHLC,
     split_bars,
 )
-from core.store import UTC_US, DeltaStore
+from core.store import DeltaStore
 
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 NOW = T0 + timedelta(minutes=30)

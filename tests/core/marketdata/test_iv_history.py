@@ -16,6 +16,7 @@ from core.calendar import MarketCalendar
 from core.clock import SimClock
 from core.config import ScheduleSettings
 from core.domain import Bar, Contract
+from core.domain.timezones import UTC_US
 from core.marketdata.iv_history import (
     BROKER,
     CHAIN,
@@ -28,7 +29,7 @@ from core.marketdata.iv_history import (
     record_atm_iv,
 )
 from core.sim.exchange import SimExchange
-from core.store import UTC_US, DeltaStore
+from core.store import DeltaStore
 
 NOW = datetime(2026, 3, 2, 15, 30, tzinfo=UTC)  # make_exchange's clock: 10:30 ET, Monday
 

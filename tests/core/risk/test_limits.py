@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from core.config import ConfigError, LimitSettings, Settings, load_settings
 from core.domain import AccountSummary
+from core.domain.timezones import UTC_US
 from core.risk.limits import (
     HARD_CAPS,
     MAX_CONTRACTS_PER_DAY,
@@ -29,7 +30,6 @@ from core.risk.limits import (
     record_rejections,
 )
 from core.store import DeltaStore
-from core.store.spec import UTC_US
 
 NOW = datetime(2026, 3, 10, 16, 0, tzinfo=UTC)  # 12:00 New York
 LAST_WEEK = NOW - timedelta(days=7)

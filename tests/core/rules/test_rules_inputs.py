@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 from rules_helpers import NOW, QUIET, snapshot
 
+from core.domain.timezones import UTC_US
 from core.rules import build_snapshot, normalize_snapshot, profit_pct_expr, underlying_move_1h
-from core.store import UTC_US
 
 
 def test_missing_required_column_is_named() -> None:

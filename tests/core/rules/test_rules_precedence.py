@@ -16,9 +16,9 @@ from core.rules import RULE_NAMES, RULES, evaluate
 # and with the winner disabled the loser must.
 PAIRS: list[tuple[str, str, dict[str, Any], dict[str, Any] | None]] = [
     ("catastrophe", "single_leg_exit",
-     {"strategy_type": "single_leg", "underlying_move_1h_pct": -5.0, "profit_pct": 85.0}, None),
+     {"strategy_type": "single", "underlying_move_1h_pct": -5.0, "profit_pct": 85.0}, None),
     ("single_leg_exit", "trailing_stop",
-     {"strategy_type": "single_leg", "regime": "low_vol", "dte": 20, "profit_pct": 10.0},
+     {"strategy_type": "single", "regime": "low_vol", "dte": 20, "profit_pct": 10.0},
      {"peak": 60.0}),
     ("trailing_stop", "vix_exit", {"profit_pct": 10.0, "vix": 40.0}, {"peak": 60.0}),
     ("vix_exit", "take_profit", {"profit_pct": 85.0, "vix": 40.0}, None),
@@ -62,9 +62,9 @@ def test_catastrophe_outranks_everything_at_once() -> None:
 
 
 def test_single_leg_is_closed_not_rolled() -> None:
-    d = decide(strategy_type="single_leg", dte=21)
+    d = decide(strategy_type="single", dte=21)
     assert (d["action"], d["rule"]) == ("CLOSE", "single_leg_exit")
-    d = decide(strategy_type="single_leg", dte=23)
+    d = decide(strategy_type="single", dte=23)
     assert d["action"] == "HOLD"  # rolls are for the multi-leg spreads
 
 
@@ -129,7 +129,7 @@ def test_missing_input_blocks_lower_rules_that_would_fire() -> None:
 
 
 def test_inputs_of_rules_that_do_not_apply_are_not_required() -> None:
-    d = decide(strategy_type="single_leg", net_delta=math.nan)  # delta rule: spreads only
+    d = decide(strategy_type="single", net_delta=math.nan)  # delta rule: spreads only
     assert (d["action"], d["missing_inputs"]) == ("HOLD", None)
 
 

@@ -9,9 +9,9 @@ import pytest
 from rules_helpers import NOW
 
 from core.config import RuleSettings
+from core.domain.timezones import UTC_US
 from core.rules import daily_closes, detect_regimes, profit_target, profit_target_expr
 from core.rules.targets import check_targets
-from core.store import UTC_US
 
 S = RuleSettings()
 LAST_CLOSE = NOW - timedelta(hours=18)  # yesterday's close

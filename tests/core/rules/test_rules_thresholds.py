@@ -27,7 +27,7 @@ URGENCY = {
     "gamma_risk": "high",
     "time_exit": "immediate",
 }
-SINGLE = {"strategy_type": "single_leg", "regime": "low_vol"}  # low_vol: target 90%
+SINGLE = {"strategy_type": "single", "regime": "low_vol"}  # low_vol: target 90%
 NO_ROLL = RuleSettings(disabled=["dte_roll"])
 
 # (rule, overrides, fires, prior state kwargs or None, settings or None)

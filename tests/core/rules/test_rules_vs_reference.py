@@ -14,10 +14,11 @@ from rules_helpers import NOW
 from rules_reference import compare, evaluate_loop
 
 from core.config import RuleSettings
+from core.domain.strategies import StrategyType
+from core.domain.timezones import UTC_US
 from core.rules import RULE_NAMES, evaluate, normalize_snapshot
-from core.store import UTC_US
 
-TYPES = ["iron_condor", "bull_put_spread", "bear_call_spread", "single_leg", "external"]
+TYPES = [t.value for t in StrategyType]
 REGIMES = ["crash", "high_vol", "normal", "low_vol", "trending", "range_bound", "unknown", None]
 
 

@@ -12,7 +12,8 @@ from sim_world import OPEN, make_market
 
 from core.clock import SimClock
 from core.domain import Bar, Contract, Right
-from core.sim import MarketSimulator, Regime, RegimeSchedule
+from core.domain.regimes import Regime
+from core.sim import MarketSimulator, RegimeSchedule
 from core.sim.instruments import decode_option_id
 from core.sim.volsurface import option_half_spread
 

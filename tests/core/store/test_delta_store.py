@@ -11,14 +11,8 @@ import polars as pl
 import pytest
 from deltalake import DeltaTable
 
-from core.store import (
-    REGISTRY,
-    UTC_US,
-    DeltaStore,
-    SchemaViolation,
-    TableSpec,
-    UnknownTableError,
-)
+from core.domain.timezones import UTC_US
+from core.store import REGISTRY, DeltaStore, SchemaViolation, TableSpec, UnknownTableError
 from core.store.schemas.market import UtcTs
 
 T0 = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
@@ -421,3 +415,17 @@ def test_range_keys_and_cluster_by_are_declared_and_checked() -> None:
         TableSpec(
             name="x", model=spec.model, description="", partition_by=("date",), cluster_by=("date",)
         )
+
+
+def test_decisions_recorded_before_the_shared_vocabulary_stay_valid(store: DeltaStore) -> None:
+    """Rows an earlier version wrote with the rules' old name for a single leg still
+    validate (maintenance rewrites them); a type nobody ever wrote does not."""
+    example = REGISTRY["decisions"].example
+    assert example is not None
+    legacy = example().with_columns(pl.lit("single_leg").alias("strategy_type"))
+    store.append("decisions", legacy)
+    assert store.read("decisions").collect()["strategy_type"].to_list() == ["single_leg"] * len(
+        legacy
+    )
+    with pytest.raises(SchemaViolation):
+        store.append("decisions", legacy.with_columns(pl.lit("straddle").alias("strategy_type")))

@@ -13,14 +13,8 @@ from typing import Any
 import polars as pl
 import pytest
 
-from core.store import (
-    REGISTRY,
-    UTC_US,
-    DeltaStore,
-    SchemaViolation,
-    UnknownTableError,
-    WriteResult,
-)
+from core.domain.timezones import UTC_US
+from core.store import REGISTRY, DeltaStore, SchemaViolation, UnknownTableError, WriteResult
 from core.store.memory import MAX_CHUNKS, MemoryStore
 
 T0 = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)

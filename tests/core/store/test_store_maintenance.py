@@ -8,7 +8,8 @@ from pathlib import Path
 import polars as pl
 from deltalake import DeltaTable
 
-from core.store import UTC_US, DeltaStore
+from core.domain.timezones import UTC_US
+from core.store import DeltaStore
 from core.store.maintenance import disk_usage, maintain, maintain_table
 
 DAYS = [date(2026, 3, 2), date(2026, 3, 3), date(2026, 3, 4)]

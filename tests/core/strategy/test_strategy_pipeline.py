@@ -12,13 +12,13 @@ from strategy_chains import NOW, synthetic_chain
 
 from core.config import Settings
 from core.domain import AccountSummary
+from core.domain.timezones import UTC_US
 from core.risk.limits import (
     MAX_CONTRACTS_PER_DAY,
     Book,
     candidate_book,
     check_limits,
 )
-from core.store.spec import UTC_US
 from core.strategy.candidates import Candidate
 from core.strategy.pipeline import HELD_SCHEMA, EntryPlan, plan_entries
 

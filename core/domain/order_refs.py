@@ -38,7 +38,7 @@ def check_strategy_id(strategy_id: str) -> str:
     if not _ID_RE.match(strategy_id or ""):
         raise ValueError(
             f"strategy_id {strategy_id!r} is invalid: use letters, digits, '_', '.', '-' only "
-            f"(no '{_SEP}' or spaces); build it with core.book.model.strategy_id_for()"
+            f"(no '{_SEP}' or spaces); build it with core.domain.strategies.strategy_id_for()"
         )
     return strategy_id
 

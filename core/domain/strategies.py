@@ -1,5 +1,8 @@
-"""The book's vocabulary: strategy types and states, leg states, close reasons, fill sources,
-break kinds and resolutions, plus deterministic ids.
+"""Strategies as every layer speaks of them: types, origins and states, leg states, close
+reasons, intent purposes and fill sources, plus the legs and deterministic ids.
+
+One vocabulary for the book, reconciliation, the store's schemas and the exit rules, so a
+strategy type written by one is read unchanged by the others.
 
 Ids are deterministic (a hash of what the thing *is*), so a flow that crashes and re-runs
 produces the same strategy, leg and fill ids, and idempotent merges make the replay a no-op.
@@ -14,8 +17,8 @@ from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
 
-from core.book.refs import check_strategy_id
-from core.domain import Contract, SecType
+from core.domain.contracts import Contract, SecType
+from core.domain.order_refs import check_strategy_id
 
 
 class StrategyType(StrEnum):
@@ -74,41 +77,6 @@ class FillSource(StrEnum):
     EXPIRY = "expiry"  # synthetic: an option that expired
     ASSIGNMENT = "assignment"  # synthetic: short option assigned, and the stock it delivered
     EXERCISE = "exercise"  # synthetic: long option exercised, and the stock it delivered
-
-
-class BreakKind(StrEnum):
-    MISSING_FILL = "missing_fill"  # a V6 execution the book lacked
-    EXTERNAL_FILL = "external_fill"  # an execution V6 did not place
-    UNKNOWN_V6_REF = "unknown_v6_ref"  # a V6-looking ref with no intent or strategy: unexplained
-    EXTERNAL_POSITION = "external_position"  # a broker position the book does not know
-    MISSING_POSITION = "missing_position"  # a book leg the broker no longer has
-    ASSIGNMENT = "assignment"  # stock appeared from a short (or long, exercised) option
-    QUANTITY_MISMATCH = "quantity_mismatch"
-    PRICE_MISMATCH = "price_mismatch"
-    MISSING_ORDER = "missing_order"  # a V6 order working at the broker the book never recorded
-    STALE_ORDER = "stale_order"  # the book thinks an order works, the broker no longer has it
-    EXTERNAL_ORDER = "external_order"  # an order V6 did not place
-
-
-class Resolution(StrEnum):
-    RECORDED_FILL = "recorded_fill"
-    ADOPTED_EXTERNAL = "adopted_external"
-    CLOSED_EXPIRED = "closed_expired"
-    CLOSED_ASSIGNED = "closed_assigned"
-    CLOSED_EXERCISED = "closed_exercised"
-    CLOSED_EXTERNALLY = "closed_externally"
-    STOCK_BOOKED = "stock_booked"
-    ADJUSTED = "adjusted"
-    RECORDED_ORDER = "recorded_order"
-    ORDER_UPDATED = "order_updated"
-    NOTED = "noted"
-    UNRESOLVED = "unresolved"
-
-
-class Severity(StrEnum):
-    INFO = "info"
-    WARNING = "warning"
-    URGENT = "urgent"
 
 
 class IntentPurpose(StrEnum):
