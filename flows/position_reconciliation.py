@@ -19,9 +19,9 @@ from prefect.states import State
 from core.run_guard import Session
 from core.runtime import current_runtime
 from flows.states import skipped
+from tasks.broker import connect_broker
 from tasks.guards import should_skip
 from tasks.reconcile import (
-    connect_broker,
     fetch_with_retries,
     load_book,
     publish_artifact,

@@ -32,14 +32,6 @@ BREAKS_KEY = "reconciliation-breaks"
 SUMMARY_KEY = "reconciliation-summary"
 
 
-@task(name="connect-broker", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5])
-async def connect_broker() -> Broker:
-    """A new connection for this run (each run owns its own clientId/connection)."""
-    broker = current_runtime().new_broker()
-    await broker.connect()
-    return broker
-
-
 @task(name="load-book", cache_policy=NO_CACHE)
 async def load_book() -> tuple[BookFrames, datetime | None]:
     """The whole book, and when it was last reconciled (the executions watermark)."""
