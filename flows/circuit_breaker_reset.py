@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Literal
 
 from prefect import flow
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import acreate_markdown_artifact
 
 from tasks.risk import breaker_manual
 
@@ -21,7 +21,7 @@ async def circuit_breaker_reset(
     if not reason.strip():
         raise ValueError("reason is required: say why the breaker is being changed")
     transition = breaker_manual(action, reason, actor)
-    await create_markdown_artifact(
+    await acreate_markdown_artifact(
         key="circuit-breaker-manual",
         markdown=(
             f"### Breaker {action}\n\n| | |\n|---|---|\n"

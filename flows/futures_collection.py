@@ -19,11 +19,11 @@ from core.marketdata.futures_collection import PreparedBatch
 from core.run_guard import Session
 from core.runtime import current_runtime
 from flows.states import skipped
+from tasks.broker import connect_broker
 from tasks.guards import should_skip
 from tasks.market_data import (
     collect_bars,
     compute_futures_signals,
-    connect_broker,
     publish_collection_artifact,
     qualify_underlyings,
     resolve_front_futures,

@@ -19,19 +19,9 @@ from prefect.states import State
 from core.run_guard import Session
 from core.runtime import current_runtime
 from flows.states import skipped
+from tasks.broker import connect_broker
 from tasks.guards import should_skip
-from tasks.reconcile import (
-    connect_broker,
-    fetch_with_retries,
-    load_book,
-    publish_artifact,
-    reconcile_book,
-    slot_usage,
-    watermark,
-)
-from tasks.reconcile import (
-    write_reconciliation as write_results,
-)
+from tasks.reconcile import publish_artifact, reconcile_with_retries, slot_usage
 
 
 def _run_id(stamp: str) -> str:
@@ -46,32 +36,18 @@ async def position_reconciliation(guard: bool = True) -> dict[str, Any] | State:
         skip = should_skip(Session.REGULAR)
         if skip is not None:
             return skipped(skip)
-    rt = current_runtime()
-    log = get_run_logger()
-    book, last = await load_book()
+    run_id = _run_id(f"{current_runtime().clock.now():%Y%m%dT%H%M%S}")
     broker = await connect_broker()
     try:
-        state = await fetch_with_retries()(broker, watermark(last))
-        as_of = rt.clock.now()
+        rec = await reconcile_with_retries()(broker, run_id)
     finally:
         await broker.disconnect()
-    account = rt.settings.broker.account or _single_account(state.positions, state.executions)
-    result = await reconcile_book(book, state, as_of, _run_id(f"{as_of:%Y%m%dT%H%M%S}"), account)
-    written = await write_results(result)
     slots = await slot_usage()
-    await publish_artifact(result, slots)
-    summary = result.summary()
-    log.info(
+    await publish_artifact(rec.result, slots)
+    summary = rec.result.summary()
+    get_run_logger().info(
         "reconciled %d positions: %d break(s), %d unresolved, %d fill(s) recorded",
         summary["positions"], summary["breaks"], summary["unresolved_breaks"],
         summary["fills_recorded"],
     )  # fmt: skip
-    return {**summary, "written": written, "slots": slots}
-
-
-def _single_account(*frames: Any) -> str | None:
-    """The account the broker reports, when there is exactly one (else no filter)."""
-    accounts: set[str] = set()
-    for f in frames:
-        accounts.update(a for a in f.get_column("account").unique().to_list() if a)
-    return accounts.pop() if len(accounts) == 1 else None
+    return {**summary, "written": dict(rec.written), "slots": slots}

@@ -37,14 +37,6 @@ from core.runtime import current_runtime
 COLLECTION_KEY = "futures-collection"
 
 
-@task(name="connect-broker", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5])
-async def connect_broker() -> Broker:
-    """A new connection for this run (each run owns its own clientId/connection)."""
-    broker = current_runtime().new_broker()
-    await broker.connect()
-    return broker
-
-
 @task(name="resolve-front-futures", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5])
 async def resolve_front_futures(
     broker: Broker, symbols: Sequence[str], now: datetime

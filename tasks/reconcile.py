@@ -1,13 +1,13 @@
 """Tasks of position reconciliation: thin wrappers over `core.reconcile` and the Book.
 
-The broker fetch is read-only and retries with back-off (a repeat simply asks again,
-reconnecting if the line dropped). The write is a set of idempotent merges (fills
-insert-only), so it may retry too. Nothing caches: inputs hold a live broker connection.
+One task runs the whole reconciliation (`core.reconcile.against_broker`, the composition
+the trading cycle's reconcile step runs too) and retries with back-off: the broker reads
+are read-only (a repeat asks again, reconnecting if the line dropped) and the writes are
+idempotent merges (fills insert-only). Nothing caches: inputs hold a live broker connection.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
 from typing import Any
 
 import polars as pl
@@ -18,79 +18,38 @@ from prefect.cache_policies import NO_CACHE
 from core.book.ledger import Book
 from core.broker.base import Broker
 from core.marketdata.slots import SlotReport, default_slot_pool
-from core.reconcile import (
-    BookFrames,
-    BrokerFrames,
-    ReconcileResult,
-    Tolerance,
-    executions_since,
-    reconcile,
-)
+from core.reconcile import ReconcileResult
+from core.reconcile.against_broker import Reconciliation, reconcile_against_broker
 from core.runtime import current_runtime
 
 BREAKS_KEY = "reconciliation-breaks"
 SUMMARY_KEY = "reconciliation-summary"
 
 
-@task(name="connect-broker", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5])
-async def connect_broker() -> Broker:
-    """A new connection for this run (each run owns its own clientId/connection)."""
-    broker = current_runtime().new_broker()
-    await broker.connect()
-    return broker
-
-
-@task(name="load-book", cache_policy=NO_CACHE)
-async def load_book() -> tuple[BookFrames, datetime | None]:
-    """The whole book, and when it was last reconciled (the executions watermark)."""
-    rt = current_runtime()
-    book = Book(rt.store, rt.clock)
-    return book.frames(), book.last_reconciled_at()
-
-
-@task(name="fetch-broker-state", cache_policy=NO_CACHE)
-async def fetch_broker_state(broker: Broker, since: datetime | None) -> BrokerFrames:
-    """Positions, executions since the watermark, open orders (read-only: safe to retry)."""
+@task(name="reconcile-positions", cache_policy=NO_CACHE)
+async def reconcile_positions(broker: Broker, run_id: str) -> Reconciliation:
+    """Broker reads, reconcile, book writes: `core.reconcile.against_broker`, as the trading
+    cycle does. Reconnects first when a retry finds the line dropped."""
     if not broker.is_connected:
         await broker.connect()
-    positions = await broker.positions()
-    executions = await broker.executions(since)
-    open_orders = await broker.open_orders()
+    rt = current_runtime()
+    rec = await reconcile_against_broker(Book(rt.store, rt.clock), broker, rt.settings, run_id)
     get_run_logger().info(
         "broker: %d positions, %d executions since %s, %d open orders",
-        len(positions), len(executions), since, len(open_orders),
+        rec.broker.positions.height, rec.broker.executions.height, rec.since,
+        rec.broker.open_orders.height,
     )  # fmt: skip
-    return BrokerFrames.from_domain(positions, executions, open_orders)
+    return rec
 
 
-def fetch_with_retries() -> Any:
-    """`fetch_broker_state` with the retry policy from `settings.reconciliation`."""
+def reconcile_with_retries() -> Any:
+    """`reconcile_positions` with the retry policy from `settings.reconciliation` (safe to
+    retry whole: the reads are read-only, the writes idempotent merges)."""
     cfg = current_runtime().settings.reconciliation
     delays = [cfg.fetch_backoff_s * 2**i for i in range(cfg.fetch_retries)]
-    return fetch_broker_state.with_options(
+    return reconcile_positions.with_options(
         retries=cfg.fetch_retries, retry_delay_seconds=delays or 0, retry_jitter_factor=0.2
     )
-
-
-def watermark(last: datetime | None) -> datetime | None:
-    cfg = current_runtime().settings.reconciliation
-    return executions_since(last, timedelta(minutes=cfg.executions_overlap_min))
-
-
-@task(name="reconcile-book", cache_policy=NO_CACHE)
-async def reconcile_book(
-    book: BookFrames, broker: BrokerFrames, as_of: datetime, run_id: str, account: str | None
-) -> ReconcileResult:
-    cfg = current_runtime().settings.reconciliation
-    tol = Tolerance(cfg.avg_price_tolerance, cfg.avg_price_tolerance_rel)
-    return reconcile(book, broker, as_of=as_of, run_id=run_id, account=account, tolerance=tol)
-
-
-@task(name="write-reconciliation", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5])
-async def write_reconciliation(result: ReconcileResult) -> dict[str, int]:
-    """One commit per table, breaks first (see `Book.apply`); a retry re-merges the same rows."""
-    rt = current_runtime()
-    return Book(rt.store, rt.clock).apply(result)
 
 
 @task(name="slot-usage", cache_policy=NO_CACHE)

@@ -16,7 +16,7 @@ from typing import Any
 import polars as pl
 
 from core.cycle.market import MarketView
-from core.domain import AccountSummary
+from core.domain import AccountSummary, OrderStatus
 from core.execution.executor import ExecStatus, ExecutionResult
 from core.reconcile import ReconcileResult
 from core.risk.breaker import CycleHealth, GateMode
@@ -190,8 +190,8 @@ def rejected_orders(results: Sequence[ExecutionResult]) -> int:
     """Orders the broker refused (an unwind's too): the breaker's rejection count."""
     n = 0
     for r in results:
-        n += sum(1 for a in r.attempts if a.status == "REJECTED")
-        if r.status is ExecStatus.REJECTED and not any(a.status == "REJECTED" for a in r.attempts):
+        n += sum(1 for a in r.attempts if a.status == OrderStatus.REJECTED)
+        if r.status is ExecStatus.REJECTED and not any(a.status == OrderStatus.REJECTED for a in r.attempts):
             n += 1  # refused before an order state came back (BrokerError REJECTION)
         if r.unwind is not None:
             n += rejected_orders([r.unwind])

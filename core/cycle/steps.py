@@ -15,8 +15,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import datetime
 
 import polars as pl
 
@@ -37,11 +36,12 @@ from core.cycle.report import (
 )
 from core.cycle.snapshot import entry_values, strategy_snapshot
 from core.domain import AccountSummary
-from core.domain.strategies import IntentPurpose, StrategyStatus
+from core.domain.strategies import IntentPurpose, Origin, StrategyStatus, StrategyType
+from core.domain.timezones import MARKET_TZ
 from core.execution.executor import ExecStatus, ExecutionResult
 from core.execution.intents import sent_today
 from core.marketdata.iv_history import record_atm_iv
-from core.reconcile import BrokerFrames, Tolerance, executions_since, reconcile
+from core.reconcile.against_broker import reconcile_against_broker
 from core.risk.limits import record_rejections
 from core.rules.engine import RulesEngine
 from core.rules.vocab import ExitAction, Urgency
@@ -51,9 +51,11 @@ from core.strategy.pipeline import held_structures, plan_entries, risk_book
 
 log = logging.getLogger(f"v6.{__name__}")
 
-MARKET_TZ = ZoneInfo("America/New_York")
 BASELINE_TABLE = "account_daily"
-_ROLLABLE = ("iron_condor", "bull_put_spread", "bear_call_spread")
+_ROLLABLE = frozenset(
+    t.value
+    for t in (StrategyType.IRON_CONDOR, StrategyType.BULL_PUT_SPREAD, StrategyType.BEAR_CALL_SPREAD)
+)
 
 
 # -- baseline --------------------------------------------------------------------------------
@@ -88,35 +90,19 @@ def start_of_day(ctx: CycleContext, account: AccountSummary, at: datetime) -> fl
 
 
 async def reconcile_step(ctx: CycleContext) -> ReconcileStep:
-    """Connect if needed; make the book agree with the broker (the same core reconciliation
-    as the position_reconciliation flow); read the account and today's baseline."""
+    """Connect if needed; read the account; make the book agree with the broker (the same
+    core composition as the position_reconciliation flow); read today's baseline."""
     await ctx.broker.ensure_connected()
-    cfg = ctx.settings.reconciliation
-    book = ctx.book()
-    frames, last = book.frames(), book.last_reconciled_at()
-    since = executions_since(last, timedelta(minutes=cfg.executions_overlap_min))
-    positions = await ctx.broker.positions()
-    executions = await ctx.broker.executions(since)
-    open_orders = await ctx.broker.open_orders()
     account = await ctx.broker.account_summary()
-    as_of = ctx.clock.now()
-    ctx.account = ctx.settings.broker.account or account.account or ""
-    result = reconcile(
-        frames,
-        BrokerFrames.from_domain(positions, executions, open_orders),
-        as_of=as_of,
-        run_id=ctx.run_id,
-        account=ctx.account or None,
-        tolerance=Tolerance(cfg.avg_price_tolerance, cfg.avg_price_tolerance_rel),
+    rec = await reconcile_against_broker(
+        ctx.book(), ctx.broker, ctx.settings, ctx.run_id, account=account.account or None
     )
-    book.apply(result)
-    if result.unresolved_breaks:
-        log.warning("reconciliation: %d unresolved break(s)", result.unresolved_breaks)
-    baseline = start_of_day(ctx, account, as_of)
-    pending = frames.strategies.filter(
-        (pl.col("status") == StrategyStatus.PENDING.value) & (pl.col("origin") == "v6")
+    ctx.account = rec.account or ""
+    baseline = start_of_day(ctx, account, rec.result.as_of)
+    pending = rec.before.strategies.filter(
+        (pl.col("status") == StrategyStatus.PENDING.value) & (pl.col("origin") == Origin.V6.value)
     ).height
-    return ReconcileStep(result, account, baseline, pending)
+    return ReconcileStep(rec.result, account, baseline, pending)
 
 
 async def market_data(ctx: CycleContext) -> MarketView:

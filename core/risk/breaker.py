@@ -15,6 +15,9 @@ Why it is built this way:
   racing for the same transition cannot both win (the loser re-reads the state).
 - Trip conditions are computed over `cycle_health` rows (one per cycle) since the breaker
   last closed, so a manual reset starts the counts afresh.
+- Every state change goes through one table, `MOVES`: (state, event) -> the next state and
+  what that does, or an explicit refusal. Nothing else decides a next state, so the log
+  can only hold moves the table allows (`moves_markdown()` prints it for the docs).
 """
 
 from __future__ import annotations
@@ -50,6 +53,93 @@ class BreakerState(StrEnum):
     CLOSED = "CLOSED"
     OPEN = "OPEN"
     HALF_OPEN = "HALF_OPEN"
+
+
+class BreakerEvent(StrEnum):
+    """What may move the breaker. The value is the `trigger` a move records, except a trip
+    on conditions, which records the names of the conditions that fired."""
+
+    TRIP_CONDITIONS = "trip_conditions"  # a NORMAL cycle fired at least one trip condition
+    COOLDOWN_ELAPSED = "cooldown_elapsed"  # a run asks the gate after the cool-down
+    PROBE_SUCCESS = "probe_success"  # the probe's cycle was healthy
+    PROBE_FAILURE = "probe_failure"  # the probe's cycle failed or fired a condition
+    PROBE_TIMEOUT = "probe_timeout"  # another run asks the gate; the probe never reported
+    MANUAL_TRIP = "manual_trip"
+    MANUAL_RESET = "manual_reset"
+
+
+class BreakerAction(StrEnum):
+    """What a move does besides changing the state."""
+
+    HALT = "entries stop; the cool-down (re)starts"
+    PROBE = "the calling run becomes the single probe: exits, no entries"
+    RESUME = "entries resume; the trip counts restart"
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    to: BreakerState
+    action: BreakerAction
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    why: str
+
+
+class IllegalTransition(RuntimeError):
+    """An event the table refuses in the current state (a bug in the caller, not data)."""
+
+
+_S, _E, _A = BreakerState, BreakerEvent, BreakerAction
+_NO_COOLDOWN = "no cool-down runs in this state"
+_NO_PROBE = "no probe is running"
+MOVES: Mapping[tuple[BreakerState, BreakerEvent], Move | Refusal] = {
+    (_S.CLOSED, _E.TRIP_CONDITIONS): Move(_S.OPEN, _A.HALT),
+    (_S.CLOSED, _E.COOLDOWN_ELAPSED): Refusal(_NO_COOLDOWN),
+    (_S.CLOSED, _E.PROBE_SUCCESS): Refusal(_NO_PROBE),
+    (_S.CLOSED, _E.PROBE_FAILURE): Refusal(_NO_PROBE),
+    (_S.CLOSED, _E.PROBE_TIMEOUT): Refusal(_NO_PROBE),
+    (_S.CLOSED, _E.MANUAL_TRIP): Move(_S.OPEN, _A.HALT),
+    (_S.CLOSED, _E.MANUAL_RESET): Move(_S.CLOSED, _A.RESUME),
+    (_S.OPEN, _E.TRIP_CONDITIONS): Refusal("already OPEN: its cycles are recorded, not evaluated"),
+    (_S.OPEN, _E.COOLDOWN_ELAPSED): Move(_S.HALF_OPEN, _A.PROBE),
+    (_S.OPEN, _E.PROBE_SUCCESS): Refusal(_NO_PROBE),
+    (_S.OPEN, _E.PROBE_FAILURE): Refusal(_NO_PROBE),
+    (_S.OPEN, _E.PROBE_TIMEOUT): Refusal(_NO_PROBE),
+    (_S.OPEN, _E.MANUAL_TRIP): Move(_S.OPEN, _A.HALT),
+    (_S.OPEN, _E.MANUAL_RESET): Move(_S.CLOSED, _A.RESUME),
+    (_S.HALF_OPEN, _E.TRIP_CONDITIONS): Refusal("only the probe's own cycle decides"),
+    (_S.HALF_OPEN, _E.COOLDOWN_ELAPSED): Refusal(_NO_COOLDOWN),
+    (_S.HALF_OPEN, _E.PROBE_SUCCESS): Move(_S.CLOSED, _A.RESUME),
+    (_S.HALF_OPEN, _E.PROBE_FAILURE): Move(_S.OPEN, _A.HALT),
+    (_S.HALF_OPEN, _E.PROBE_TIMEOUT): Move(_S.OPEN, _A.HALT),
+    (_S.HALF_OPEN, _E.MANUAL_TRIP): Move(_S.OPEN, _A.HALT),
+    (_S.HALF_OPEN, _E.MANUAL_RESET): Move(_S.CLOSED, _A.RESUME),
+}
+
+
+def next_move(state: BreakerState, event: BreakerEvent) -> Move:
+    """The table's move for `event` in `state`; raises IllegalTransition if it refuses."""
+    rule = MOVES[(state, event)]
+    if isinstance(rule, Refusal):
+        raise IllegalTransition(
+            f"breaker: {event.value} is not allowed in {state.value}: {rule.why}"
+        )
+    return rule
+
+
+def moves_markdown() -> str:
+    """`MOVES` as a markdown table, one row per (state, event), in enum order."""
+    lines = ["| from | event | to | action |", "|---|---|---|---|"]
+    for state in BreakerState:
+        for event in BreakerEvent:
+            rule = MOVES[(state, event)]
+            to, what = (
+                ("refused", rule.why) if isinstance(rule, Refusal) else (rule.to.value, rule.action)
+            )
+            lines.append(f"| {state.value} | {event.value} | {to} | {what} |")
+    return "\n".join(lines) + "\n"
 
 
 class GateMode(StrEnum):
@@ -539,14 +629,13 @@ class Breaker:
             if not fired:
                 return None
             metrics = _conditions_metrics(conditions) | {"cycles_considered": cycles.height}
-            return self._transition(
+            return self._system_move(
                 snap,
                 at,
-                BreakerState.OPEN,
+                BreakerEvent.TRIP_CONDITIONS,
                 reason="; ".join(c.detail for c in fired),
                 trigger=",".join(c.name for c in fired),
                 metrics=metrics,
-                actor=SYSTEM_ACTOR,
                 run_id=run_id,
             )
 
@@ -555,38 +644,34 @@ class Breaker:
             fired = [c for c in conditions if c.fired]
             metrics = _conditions_metrics(conditions) | {"probe_ok": health.ok}
             if health.ok and not fired:
-                return self._transition(
+                return self._system_move(
                     snap,
                     at,
-                    BreakerState.CLOSED,
+                    BreakerEvent.PROBE_SUCCESS,
                     reason=f"half-open probe {run_id} succeeded; breaker closed",
-                    trigger="probe_success",
                     metrics=metrics,
-                    actor=SYSTEM_ACTOR,
                     run_id=run_id,
                 )
             causes = ([f"cycle failed: {health.failure}"] if not health.ok else []) + [
                 c.detail for c in fired
             ]
-            return self._transition(
+            return self._system_move(
                 snap,
                 at,
-                BreakerState.OPEN,
+                BreakerEvent.PROBE_FAILURE,
                 reason=f"half-open probe {run_id} failed: " + "; ".join(causes),
-                trigger="probe_failure",
                 metrics=metrics,
-                actor=SYSTEM_ACTOR,
                 run_id=run_id,
             )
         return None
 
     def trip(self, reason: str, actor: str, *, now: datetime | None = None) -> Transition:
         """Manually open the breaker (from any state; restarts the cool-down). Audited."""
-        return self._manual(BreakerState.OPEN, "manual_trip", reason, actor, now)
+        return self._manual(BreakerEvent.MANUAL_TRIP, reason, actor, now)
 
     def reset(self, reason: str, actor: str, *, now: datetime | None = None) -> Transition:
         """Manually close the breaker (from any state; restarts the trip counts). Audited."""
-        return self._manual(BreakerState.CLOSED, "manual_reset", reason, actor, now)
+        return self._manual(BreakerEvent.MANUAL_RESET, reason, actor, now)
 
     def state(self) -> BreakerState:
         """The current state; raises BreakerUnavailable if it cannot be read."""
@@ -627,16 +712,15 @@ class Breaker:
             cooldown = timedelta(minutes=self.settings.cooldown_minutes)
             until = last.ts + cooldown
             if now >= until and allow_transition:
-                t = self._write(
+                t = self._move(
                     snap,
                     now,
-                    BreakerState.HALF_OPEN,
+                    BreakerEvent.COOLDOWN_ELAPSED,
                     reason=(
                         f"cool-down of {self.settings.cooldown_minutes} min since "
                         f"{last.ts:%Y-%m-%d %H:%M:%S}Z elapsed; probe run "
                         f"{run_id or '(unnamed)'} with entries disabled"
                     ),
-                    trigger="cooldown_elapsed",
                     metrics={"opened_at": last.ts.isoformat(), "open_reason": last.reason},
                     actor=SYSTEM_ACTOR,
                     run_id=run_id,
@@ -657,15 +741,14 @@ class Breaker:
             return Gate(GateMode.HALF_OPEN_PROBE, snap.state, last.reason, last.ts)
         timeout = timedelta(minutes=self.settings.probe_timeout_minutes)
         if now - last.ts >= timeout and allow_transition:
-            t = self._write(
+            t = self._move(
                 snap,
                 now,
-                BreakerState.OPEN,
+                BreakerEvent.PROBE_TIMEOUT,
                 reason=(
                     f"half-open probe {last.run_id or '(unnamed)'} did not report within "
                     f"{self.settings.probe_timeout_minutes} min; counted as failed"
                 ),
-                trigger="probe_timeout",
                 metrics={"probe_started": last.ts.isoformat()},
                 actor=SYSTEM_ACTOR,
                 run_id=run_id,
@@ -701,8 +784,9 @@ class Breaker:
 
     # -- manual --------------------------------------------------------------------------
     def _manual(
-        self, to: BreakerState, trigger: str, reason: str, actor: str, now: datetime | None
+        self, event: BreakerEvent, reason: str, actor: str, now: datetime | None
     ) -> Transition:
+        trigger = event.value
         if not isinstance(reason, str) or not reason.strip():
             raise ValueError(
                 f"{trigger}: a reason is required (got {reason!r}); say why, it is audited"
@@ -712,12 +796,11 @@ class Breaker:
         at = self._now(now)
         for _ in range(_WRITE_ATTEMPTS):
             snap = self._snapshot(strict=False)
-            t = self._write(
+            t = self._move(
                 snap,
                 at,
-                to,
+                event,
                 reason=reason.strip(),
-                trigger=trigger,
                 metrics={"previous_state": snap.state.value},
                 actor=actor.strip(),
                 run_id=None,
@@ -729,32 +812,64 @@ class Breaker:
         )
 
     # -- storage -------------------------------------------------------------------------
-    def _transition(
+    def _system_move(
         self,
         snap: _Snapshot,
         now: datetime,
-        to: BreakerState,
+        event: BreakerEvent,
         *,
         reason: str,
-        trigger: str,
+        metrics: dict[str, Any],
+        run_id: str,
+        trigger: str | None = None,
+    ) -> Transition | None:
+        """A move decided by a recorded cycle; losing the race to another writer is logged."""
+        t = self._move(
+            snap,
+            now,
+            event,
+            reason=reason,
+            metrics=metrics,
+            actor=SYSTEM_ACTOR,
+            run_id=run_id,
+            trigger=trigger,
+        )
+        if t is None:
+            log.warning(
+                "breaker: %s in %s not recorded, another writer moved first", event, snap.state
+            )
+        return t
+
+    def _move(
+        self,
+        snap: _Snapshot,
+        now: datetime,
+        event: BreakerEvent,
+        *,
+        reason: str,
         metrics: dict[str, Any],
         actor: str,
         run_id: str | None,
+        trigger: str | None = None,
     ) -> Transition | None:
+        """Apply `event` to `snap` through `MOVES` (IllegalTransition if refused) and record
+        it; `trigger` overrides the recorded trigger (a trip names its conditions)."""
+        move = next_move(snap.state, event)
         t = self._write(
             snap,
             now,
-            to,
+            move.to,
             reason=reason,
-            trigger=trigger,
+            trigger=trigger or event.value,
             metrics=metrics,
             actor=actor,
             run_id=run_id,
         )
-        if t is None:
+        if t is not None:
             log.warning(
-                "breaker: %s -> %s not recorded, another writer moved first", snap.state, to
-            )
+                "breaker %s -> %s by %s (%s): %s", t.from_state, t.to_state, actor, move.action,
+                reason,
+            )  # fmt: skip
         return t
 
     def _write(
@@ -782,10 +897,7 @@ class Breaker:
             run_id=run_id,
         )
         result = self.store.merge(STATE_TABLE, t.to_frame(), update=False)
-        if result.rows_inserted == 0:
-            return None
-        log.warning("breaker %s -> %s by %s: %s", t.from_state, t.to_state, actor, reason)
-        return t
+        return t if result.rows_inserted else None
 
     def _log(self) -> pl.DataFrame:
         """The whole transition log, by seq (small: transitions are rare)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from itertools import product
 from pathlib import Path
 
 import polars as pl
@@ -12,14 +13,21 @@ import pytest
 
 from core.config import BreakerSettings, Settings
 from core.risk.breaker import (
+    MOVES,
     Breaker,
+    BreakerEvent,
     BreakerState,
     BreakerUnavailable,
     CycleHealth,
     Gate,
     GateMode,
+    IllegalTransition,
+    Move,
     OutcomeType,
+    Refusal,
     Transition,
+    moves_markdown,
+    next_move,
     run_outcome,
 )
 from core.store import DeltaStore
@@ -458,3 +466,95 @@ def test_outcome_of_a_failed_cycle_that_does_not_trip(store_root: Path) -> None:
         "Failed",
         "quote timeout",
     )
+
+
+# -- the transition table --------------------------------------------------------------------
+
+
+def test_table_is_total_every_pair_moves_or_is_refused_with_a_reason() -> None:
+    assert set(MOVES) == set(product(BreakerState, BreakerEvent))
+    for rule in MOVES.values():
+        assert isinstance(rule, Move | Refusal)
+        if isinstance(rule, Refusal):
+            assert rule.why.strip()
+
+
+def test_manual_events_are_allowed_from_every_state() -> None:
+    for state in BreakerState:
+        assert next_move(state, BreakerEvent.MANUAL_TRIP).to is BreakerState.OPEN
+        assert next_move(state, BreakerEvent.MANUAL_RESET).to is BreakerState.CLOSED
+
+
+@pytest.mark.parametrize(
+    ("state", "event"),
+    [
+        (BreakerState.CLOSED, BreakerEvent.COOLDOWN_ELAPSED),
+        (BreakerState.CLOSED, BreakerEvent.PROBE_SUCCESS),
+        (BreakerState.OPEN, BreakerEvent.TRIP_CONDITIONS),
+        (BreakerState.HALF_OPEN, BreakerEvent.COOLDOWN_ELAPSED),
+    ],
+)
+def test_an_illegal_transition_raises_naming_event_state_and_why(
+    state: BreakerState, event: BreakerEvent
+) -> None:
+    with pytest.raises(IllegalTransition, match=f"{event.value} is not allowed in {state.value}"):
+        next_move(state, event)
+
+
+def test_an_illegal_move_writes_nothing(store_root: Path) -> None:
+    b = make(store_root)
+    with pytest.raises(IllegalTransition, match="no probe is running"):
+        b._move(
+            b._snapshot(strict=True),
+            T0,
+            BreakerEvent.PROBE_SUCCESS,
+            reason="r",
+            metrics={},
+            actor="system",
+            run_id="r",
+        )
+    assert not b.store.exists("risk_state")
+
+
+def test_every_recorded_transition_is_a_move_of_the_table(store_root: Path) -> None:
+    b = make(store_root)
+    trip_open(b)  # conditions trip
+    b.gate(at(40), run_id="probe")  # cool-down elapsed
+    b.record_cycle(BAD, run_id="probe", now=at(41))  # probe failure
+    b.gate(at(71), run_id="probe-2")  # cool-down elapsed
+    b.gate(at(86), run_id="other")  # probe timeout
+    b.gate(at(116), run_id="probe-3")  # cool-down elapsed
+    b.record_cycle(OK, run_id="probe-3", now=at(117))  # probe success
+    b.trip("drill", "alice", now=at(118))
+    b.reset("drill over", "alice", now=at(119))
+    log = b.status(limit=100).transitions
+    named = {e.value for e in BreakerEvent}  # a conditions trip records condition names
+    events = [
+        BreakerEvent(t.trigger) if t.trigger in named else BreakerEvent.TRIP_CONDITIONS for t in log
+    ]
+    assert [e.value for e in events] == [
+        "trip_conditions",
+        "cooldown_elapsed",
+        "probe_failure",
+        "cooldown_elapsed",
+        "probe_timeout",
+        "cooldown_elapsed",
+        "probe_success",
+        "manual_trip",
+        "manual_reset",
+    ]
+    for t, event in zip(log, events, strict=True):
+        assert next_move(t.from_state, event).to is t.to_state
+
+
+def test_table_renders_as_markdown_one_row_per_pair() -> None:
+    lines = moves_markdown().splitlines()
+    assert lines[0] == "| from | event | to | action |"
+    rows = [line.strip("|").split(" | ") for line in lines[2:]]
+    assert len(rows) == len(BreakerState) * len(BreakerEvent)
+    by_pair = {(r[0].strip(), r[1]): (r[2], r[3].strip()) for r in rows}
+    assert by_pair[("OPEN", "cooldown_elapsed")] == (
+        "HALF_OPEN",
+        "the calling run becomes the single probe: exits, no entries",
+    )
+    assert by_pair[("CLOSED", "probe_success")] == ("refused", "no probe is running")

@@ -1,0 +1,90 @@
+"""Reconcile the book against a live broker: read, `reconcile`, write. The one composition
+behind both the trading cycle's reconcile step and the position_reconciliation flow, so
+the two cannot drift (watermark, account, tolerance, write order).
+
+Unlike the rest of the package this module does I/O (broker reads, the book's writes).
+Retrying it whole is safe: the reads are read-only and `Book.apply` re-merges the same
+rows (fills insert-only), so a retry after a partial write books nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import polars as pl
+
+from core.book.ledger import Book
+from core.broker.base import Broker
+from core.config import Settings
+from core.reconcile.engine import reconcile
+from core.reconcile.model import (
+    BookFrames,
+    BrokerFrames,
+    ReconcileResult,
+    Tolerance,
+    executions_since,
+)
+
+log = logging.getLogger(f"v6.{__name__}")
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """One reconciliation against the broker: what it read, decided and wrote."""
+
+    result: ReconcileResult
+    before: BookFrames  # the book as read, before this reconciliation's writes
+    since: datetime | None  # the executions watermark the broker was asked from
+    broker: BrokerFrames  # what the broker reported
+    account: str | None  # the account reconciled; None = every account the broker reports
+    written: Mapping[str, int]  # rows written per table
+
+
+async def reconcile_against_broker(
+    book: Book,
+    broker: Broker,
+    settings: Settings,
+    run_id: str,
+    *,
+    account: str | None = None,
+) -> Reconciliation:
+    """Make `book` agree with `broker` (connected) and write the result.
+
+    The account reconciled: `settings.broker.account`, else `account` (the one the broker
+    named, e.g. in its account summary), else the single account the broker's positions
+    and executions name (None, no filter, when they name several or none).
+    """
+    cfg = settings.reconciliation
+    before, last = book.frames(), book.last_reconciled_at()
+    since = executions_since(last, timedelta(minutes=cfg.executions_overlap_min))
+    positions = await broker.positions()
+    executions = await broker.executions(since)
+    open_orders = await broker.open_orders()
+    as_of = book.clock.now()
+    frames = BrokerFrames.from_domain(positions, executions, open_orders)
+    acct = settings.broker.account or account or _single_account(frames)
+    result = reconcile(
+        before,
+        frames,
+        as_of=as_of,
+        run_id=run_id,
+        account=acct,
+        tolerance=Tolerance(cfg.avg_price_tolerance, cfg.avg_price_tolerance_rel),
+    )
+    written = book.apply(result)
+    if result.unresolved_breaks:
+        log.warning("reconciliation: %d unresolved break(s)", result.unresolved_breaks)
+    return Reconciliation(result, before, since, frames, acct, written)
+
+
+def _single_account(frames: BrokerFrames) -> str | None:
+    """The account the broker's positions and executions name, when there is exactly one."""
+    accounts = (
+        pl.concat([frames.positions.select("account"), frames.executions.select("account")])
+        .filter(pl.col("account").is_not_null() & (pl.col("account") != ""))
+        .unique()
+    )
+    return accounts.item() if accounts.height == 1 else None
