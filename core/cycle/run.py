@@ -42,7 +42,7 @@ from core.cycle.steps import (
     rejected_orders,
     summarise,
 )
-from core.execution.executor import Waiter
+from core.execution.ladder import Waiter
 from core.risk.breaker import (
     BREAKER_UNAVAILABLE,
     Breaker,

@@ -30,8 +30,8 @@ from core.cycle.context import CycleContext
 from core.cycle.market import MarketView, load_market
 from core.cycle.snapshot import entry_values, strategy_snapshot
 from core.domain import AccountSummary
-from core.execution.executor import ExecStatus, ExecutionResult
 from core.execution.intents import sent_today
+from core.execution.results import ExecStatus, ExecutionResult
 from core.marketdata.iv_history import record_atm_iv
 from core.reconcile import BrokerFrames, ReconcileResult, Tolerance, executions_since, reconcile
 from core.risk.limits import record_rejections

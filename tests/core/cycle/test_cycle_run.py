@@ -24,7 +24,8 @@ from core.cycle.context import Step
 from core.cycle.run import EXIT_RULES
 from core.cycle.steps import ExitOrder, execute_exits, exit_rules, market_data
 from core.domain import Action, Contract, OrderRequest, OrderType
-from core.execution.executor import ComboExecutor, ExecStatus
+from core.execution.executor import ComboExecutor
+from core.execution.results import ExecStatus
 from core.risk.breaker import Breaker, Gate, GateMode
 from core.runtime import Runtime
 from core.sim.exchange import SimExchange, build_exchange
