@@ -20,7 +20,8 @@ from core.broker.base import Broker
 from core.clock import Clock
 from core.config import Settings
 from core.cycle.broker import CycleBroker, cycle_registry
-from core.execution.executor import ComboExecutor, Waiter
+from core.execution.executor import ComboExecutor
+from core.execution.ladder import Waiter
 from core.risk.breaker import HEALTH_TABLE, Gate
 from core.store.delta import DeltaStore
 

@@ -191,7 +191,8 @@ def rejected_orders(results: Sequence[ExecutionResult]) -> int:
     n = 0
     for r in results:
         n += sum(1 for a in r.attempts if a.status == OrderStatus.REJECTED)
-        if r.status is ExecStatus.REJECTED and not any(a.status == OrderStatus.REJECTED for a in r.attempts):
+        refused = any(a.status == OrderStatus.REJECTED for a in r.attempts)
+        if r.status is ExecStatus.REJECTED and not refused:
             n += 1  # refused before an order state came back (BrokerError REJECTION)
         if r.unwind is not None:
             n += rejected_orders([r.unwind])

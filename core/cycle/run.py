@@ -34,7 +34,7 @@ from core.cycle.steps import (
     reconcile_step,
     summarise,
 )
-from core.execution.executor import Waiter
+from core.execution.ladder import Waiter
 from core.risk.breaker import (
     BREAKER_UNAVAILABLE,
     Breaker,

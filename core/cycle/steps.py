@@ -38,8 +38,8 @@ from core.cycle.snapshot import entry_values, strategy_snapshot
 from core.domain import AccountSummary
 from core.domain.strategies import IntentPurpose, Origin, StrategyStatus, StrategyType
 from core.domain.timezones import MARKET_TZ
-from core.execution.executor import ExecStatus, ExecutionResult
 from core.execution.intents import sent_today
+from core.execution.results import ExecStatus, ExecutionResult
 from core.marketdata.iv_history import record_atm_iv
 from core.reconcile.against_broker import reconcile_against_broker
 from core.risk.limits import record_rejections

@@ -25,7 +25,8 @@ from core.broker.sim import SimBroker
 from core.config import Settings
 from core.domain import Action, Contract, OrderRequest, OrderState, OrderType, Right
 from core.domain.order_refs import make_order_ref
-from core.execution.executor import ComboExecutor, ExecStatus
+from core.execution.executor import ComboExecutor
+from core.execution.results import ExecStatus
 from core.risk.breaker import Breaker, BreakerState
 from core.runtime import Runtime, use_runtime
 from core.sim.exchange import SimExchange

@@ -16,7 +16,8 @@ from core.broker.sim import SimBroker
 from core.config import Settings
 from core.domain import OrderRequest, OrderState, OrderStatus, SecType
 from core.execution.combo import combo_quote
-from core.execution.executor import ComboExecutor, ExecStatus
+from core.execution.executor import ComboExecutor
+from core.execution.results import ExecStatus
 from core.sim.exchange import SimExchange
 from core.sim.gateway.server import GatewayServer
 from core.store.memory import MemoryStore

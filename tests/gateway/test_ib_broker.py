@@ -12,7 +12,7 @@ from gateway_world import broker_settings, make_exchange, same
 
 from core.broker import BrokerError, ErrorClass
 from core.broker.ib import IBBroker, LiveTradingRefusedError
-from core.broker.ib_convert import classify_error, to_ib_contract
+from core.broker.ib.convert import classify_error, to_ib_contract
 from core.config import BrokerSettings, MarketDataType
 from core.domain import (
     Action,

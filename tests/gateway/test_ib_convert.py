@@ -1,4 +1,4 @@
-"""ib_convert: the pure mapping rules between ib_async and V6 (no socket needed)."""
+"""core.broker.ib.convert: the pure mapping rules between ib_async and V6 (no socket needed)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from ib_async import AccountValue, BarData, Ticker
 from ib_async.objects import OptionComputation
 
 from core.broker import ErrorClass
-from core.broker import ib_convert as cv
+from core.broker.ib import convert as cv
 from core.domain import ComboLeg, Contract
 
 pytestmark = pytest.mark.gateway

@@ -25,7 +25,8 @@ from core.cycle.run import EXIT_RULES
 from core.cycle.steps import execute_exits, exit_rules, market_data
 from core.domain import Action, Contract, OrderRequest, OrderType
 from core.domain.order_refs import make_order_ref
-from core.execution.executor import ComboExecutor, ExecStatus
+from core.execution.executor import ComboExecutor
+from core.execution.results import ExecStatus
 from core.risk.breaker import Breaker, Gate, GateMode
 from core.runtime import Runtime
 from core.sim.exchange import SimExchange, build_exchange

@@ -6,7 +6,7 @@ import pytest
 from exec_world import make_world
 
 from core.book.trades import record_closed_trades
-from core.execution.executor import ExecStatus
+from core.execution.results import ExecStatus
 
 
 async def test_closed_condor_becomes_one_trade_valued_from_its_fills() -> None:

@@ -16,7 +16,7 @@ from core.domain import Action, OrderRequest, OrderStatus, SecType
 from core.domain.order_refs import make_order_ref
 from core.domain.strategies import IntentPurpose, StrategyStatus
 from core.execution.combo import combo_contract
-from core.execution.executor import ExecStatus
+from core.execution.results import ExecStatus
 from core.risk.limits import MAX_CONTRACTS_PER_ORDER
 from core.strategy.candidates import build_candidates
 from core.strategy.chain import snapshot_chain

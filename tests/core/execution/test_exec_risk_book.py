@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 from exec_world import make_world
 
-from core.execution.executor import ExecStatus
+from core.execution.results import ExecStatus
 from core.strategy.pipeline import held_structures, risk_book
 
 

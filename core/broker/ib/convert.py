@@ -1,7 +1,7 @@
 """Conversions between V6 domain types and ib_async types, and IB error classification.
 
-Kept apart from `ib.py` so the mapping rules (NaN for every "IB did not say" sentinel,
-status words, contract fields) are small, pure and unit-testable without a socket.
+Kept apart from the IBBroker modules so the mapping rules (NaN for every "IB did not say"
+sentinel, status words, contract fields) are small, pure and unit-testable without a socket.
 """
 
 from __future__ import annotations
