@@ -15,11 +15,11 @@ from prefect import get_run_logger, task
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from core.book.against_broker import Reconciliation, reconcile_against_broker
 from core.book.ledger import Book
 from core.broker.base import Broker
 from core.marketdata.slots import SlotReport, default_slot_pool
 from core.reconcile import ReconcileResult
-from core.reconcile.against_broker import Reconciliation, reconcile_against_broker
 from core.runtime import current_runtime
 
 BREAKS_KEY = "reconciliation-breaks"

@@ -21,6 +21,7 @@ import polars as pl
 
 from core.analysis.futures import latest_signal
 from core.analysis.weights import read_strategy_weights
+from core.book.against_broker import reconcile_against_broker
 from core.calendar import MarketCalendar
 from core.cycle.context import CycleContext
 from core.cycle.market import MarketView, load_market
@@ -41,7 +42,6 @@ from core.domain.timezones import MARKET_TZ
 from core.execution.intents import sent_today
 from core.execution.results import ExecStatus, ExecutionResult
 from core.marketdata.iv_history import record_atm_iv
-from core.reconcile.against_broker import reconcile_against_broker
 from core.risk.limits import record_rejections
 from core.rules.engine import RulesEngine
 from core.rules.vocab import ExitAction, Urgency

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from reconcile_world import SimWorld, rich_settings
 
+from core.book.against_broker import reconcile_against_broker
 from core.book.ledger import Book
 from core.broker.sim import SimBroker
 from core.config import BrokerSettings
-from core.reconcile.against_broker import reconcile_against_broker
 
 
 @pytest.fixture

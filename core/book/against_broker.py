@@ -2,9 +2,10 @@
 behind both the trading cycle's reconcile step and the position_reconciliation flow, so
 the two cannot drift (watermark, account, tolerance, write order).
 
-Unlike the rest of the package this module does I/O (broker reads, the book's writes).
-Retrying it whole is safe: the reads are read-only and `Book.apply` re-merges the same
-rows (fills insert-only), so a retry after a partial write books nothing twice.
+It lives in `book`, above `reconcile`: the reconciliation engine decides from frames (no
+I/O), and the book reads the broker and books the result. Retrying it whole is safe: the
+reads are read-only and `Book.apply` re-merges the same rows (fills insert-only), so a
+retry after a partial write books nothing twice.
 """
 
 from __future__ import annotations
