@@ -1,1 +1,1 @@
-"""V6 deployments layer (see ../shared/DESIGN.md)."""
+"""V6 deployments layer: the `v6` CLI, schedules, serve and deploy (see ARCHITECTURE.md)."""

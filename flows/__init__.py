@@ -1,1 +1,1 @@
-"""V6 flows layer (see ../shared/DESIGN.md)."""
+"""V6 flows layer: one Prefect flow per file (see ARCHITECTURE.md)."""

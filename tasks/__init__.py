@@ -1,1 +1,1 @@
-"""V6 tasks layer (see ../shared/DESIGN.md)."""
+"""V6 tasks layer: thin Prefect wrappers over core (see ARCHITECTURE.md)."""

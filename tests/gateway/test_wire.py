@@ -358,7 +358,7 @@ async def test_place_order_walk_plain_bag_and_what_if() -> None:
             c.placeOrder(14, stock, algo),
         )
     )
-    assert len(msgs[1]) == 114  # a plain order, as IB_WIRE.md says
+    assert len(msgs[1]) == 114  # a plain order is 114 fields in ib_async placeOrder layout
     a, b, c, d = (rq.decode(x) for x in msgs)
     assert isinstance(a, rq.PlaceOrder) and isinstance(b, rq.PlaceOrder)
     assert isinstance(c, rq.PlaceOrder) and isinstance(d, rq.PlaceOrder)
