@@ -3,7 +3,8 @@
 Everything here reads V6's own Delta tables (the truth for positions and the breaker)
 and, when a server is configured, Prefect's API for the last run of each flow. Each part
 degrades on its own: an empty book says so, a missing server says so, and the rest of
-the report still prints.
+the report still prints. A book that cannot be read (a lost, rolled-back or broken table)
+ends the report with one line naming the table and the fix, never "no positions".
 """
 
 from __future__ import annotations

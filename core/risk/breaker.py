@@ -580,9 +580,12 @@ class Breaker:
             )
         return None
 
-    def trip(self, reason: str, actor: str, *, now: datetime | None = None) -> Transition:
-        """Manually open the breaker (from any state; restarts the cool-down). Audited."""
-        return self._manual(BreakerState.OPEN, "manual_trip", reason, actor, now)
+    def trip(
+        self, reason: str, actor: str, *, now: datetime | None = None, trigger: str = "manual_trip"
+    ) -> Transition:
+        """Open the breaker (from any state; restarts the cool-down). Audited; `trigger` names
+        a system cause other than a person (e.g. data_quality for a corrupt store)."""
+        return self._manual(BreakerState.OPEN, trigger, reason, actor, now)
 
     def reset(self, reason: str, actor: str, *, now: datetime | None = None) -> Transition:
         """Manually close the breaker (from any state; restarts the trip counts). Audited."""

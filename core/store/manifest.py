@@ -107,7 +107,11 @@ def check(name: str, uri: str, expected: int | None, found: int | None) -> None:
     """Raise StoreCorrupt when a table V6 recorded is missing or older than recorded."""
     if expected is None or (found is not None and found >= expected):
         return
-    what = "missing (no Delta log)" if found is None else f"at version {found}"
+    what = (
+        "missing, not a readable Delta table (no Delta log)"
+        if found is None
+        else f"at version {found}"
+    )
     raise StoreCorrupt(
         name,
         f"table {name} at {uri} is {what}, but V6 last saw version {expected}: it was lost or "
