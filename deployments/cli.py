@@ -21,6 +21,7 @@ from rich.table import Table
 
 from core.config import ConfigError, Settings, load_settings
 from core.store import DeltaStore, StoreError
+from core.store.integrity import repair, table_health
 from deployments.errors import UserError
 
 app = typer.Typer(
@@ -36,6 +37,8 @@ breaker_app = typer.Typer(
     help="Show, trip or reset the circuit breaker (durable, audited).", no_args_is_help=True
 )
 app.add_typer(breaker_app, name="breaker")
+store_app = typer.Typer(help="Check and repair V6's Delta tables.", no_args_is_help=True)
+app.add_typer(store_app, name="store")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -70,13 +73,20 @@ def config_example() -> None:
 
 @app.command("tables")
 def tables(config: ConfigOption = None) -> None:
-    """List V6's Delta tables: rows, version, files and size."""
+    """List V6's Delta tables: rows, version, files and size; exit 2 if any is broken
+    (lost, rolled back, or missing a data file)."""
     settings = _settings(config)
     store = DeltaStore.from_settings(settings)
     table = Table(title=f"Delta tables under {store.root}")
     for col in ("table", "rows", "version", "files", "size"):
         table.add_column(col, justify="left" if col == "table" else "right")
+    broken = []
     for name in sorted(store.registry):
+        health = table_health(store, name)
+        if not health.ok:
+            broken.append(health)
+            table.add_row(name, "-", "[bold red]BROKEN[/bold red]", "-", "-")
+            continue
         st = store.stats(name)
         exists = st.version >= 0
         table.add_row(
@@ -87,6 +97,27 @@ def tables(config: ConfigOption = None) -> None:
             _human_bytes(st.size_bytes) if exists else "-",
         )
     console.print(table)
+    if broken:
+        more = f" (and {len(broken) - 1} more marked BROKEN above)" if len(broken) > 1 else ""
+        raise UserError(f"{broken[0].problem}{more}")
+
+
+@store_app.command("repair")
+def store_repair(
+    table: Annotated[str, typer.Argument(help="the table to repair, e.g. strategies")],
+    accept_loss: Annotated[
+        bool,
+        typer.Option(
+            "--accept-loss",
+            help="when the last version V6 wrote cannot be restored, carry on from what is "
+            "left (a lost table is recreated empty; missing files are dropped)",
+        ),
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Restore TABLE to the last version V6 wrote (Delta time travel), if it still can."""
+    store = DeltaStore.from_settings(_settings(config))
+    console.print(repair(store, table, accept_loss=accept_loss), soft_wrap=True)
 
 
 @app.command("demo")

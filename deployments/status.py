@@ -3,7 +3,8 @@
 Everything here reads V6's own Delta tables (the truth for positions and the breaker)
 and, when a server is configured, Prefect's API for the last run of each flow. Each part
 degrades on its own: an empty book says so, a missing server says so, and the rest of
-the report still prints.
+the report still prints. A book that cannot be read (a lost, rolled-back or broken table)
+ends the report with one line naming the table and the fix, never "no positions".
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import polars as pl
+from polars.exceptions import PanicException
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -29,9 +31,13 @@ from core.risk.breaker import (
     BreakerUnavailable,
     Transition,
 )
-from core.store import DeltaStore
+from core.store import DeltaStore, StoreError
 from deployments.catalog import CATALOG
 from deployments.errors import UserError
+
+# A broken table surfaces from deltalake/polars as many types (OSError, DeltaError,
+# ComputeError, a Rust panic, which is a BaseException): one line for each, not a traceback.
+STORE_READ_ERRORS: tuple[type[BaseException], ...] = (Exception, PanicException)
 
 _STATE_STYLE = {
     BreakerState.CLOSED: "green",
@@ -252,6 +258,19 @@ def pnl_lines(pnl: PnL, tz: ZoneInfo) -> list[str]:
     return lines or ["no P&L recorded yet (no closed trades, no trading cycle)"]
 
 
+def print_book(store: DeltaStore, console: Console, now: datetime, tz: ZoneInfo) -> None:
+    legs = open_positions(store)
+    if not legs.is_empty():
+        console.print(positions_table(legs))
+    elif n := strategies_on_record(store):
+        noun = "strategy" if n == 1 else "strategies"
+        console.print(f"positions: none open ({n} {noun} on record, all closed or unfilled)")
+    else:
+        console.print("positions: no positions recorded yet")
+    for line in pnl_lines(pnl_summary(store, now, tz), tz):
+        console.print(f"P&L: {line}")
+
+
 # -- flow runs ----------------------------------------------------------------------------
 
 
@@ -354,16 +373,16 @@ def print_status(settings: Settings, console: Console, now: datetime | None = No
     except UserError as exc:
         console.print(f"breaker: [bold red]UNAVAILABLE[/bold red] — {exc}; nothing trades")
 
-    legs = open_positions(store)
-    if not legs.is_empty():
-        console.print(positions_table(legs))
-    elif n := strategies_on_record(store):
-        noun = "strategy" if n == 1 else "strategies"
-        console.print(f"positions: none open ({n} {noun} on record, all closed or unfilled)")
-    else:
-        console.print("positions: no positions recorded yet")
-    for line in pnl_lines(pnl_summary(store, now, tz), tz):
-        console.print(f"P&L: {line}")
+    try:
+        print_book(store, console, now, tz)
+    except StoreError:
+        raise  # already one line naming the table and the fix
+    except STORE_READ_ERRORS as exc:
+        text = (str(exc).strip().splitlines() or [""])[0]
+        raise UserError(
+            f"cannot read the book ({type(exc).__name__}: {text}); `v6 tables` shows which "
+            "table is broken"
+        ) from None
 
     url = configured_api_url()
     if url is None:

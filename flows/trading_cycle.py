@@ -13,7 +13,10 @@ the cycle with the breaker -> final state:
 - Cancelled CircuitOpen  breaker OPEN, not in reducing mode: nothing done
 - Completed ExitsOnly  breaker OPEN in reducing mode: exit rules ran, no entries
 - Completed HalfOpenProbe  the probe after the cool-down succeeded and closed the breaker
-- Failed BreakerUnavailable  breaker state unreadable: nothing traded
+- Failed BreakerUnavailable  breaker state unreadable (or `risk_state` lost/rolled back):
+                       nothing traded, broker not touched
+- Failed StoreCorrupt  a table V6 wrote is lost or rolled back (message = table + fix):
+                       breaker tripped (data_quality), broker not touched
 - Failed               the cycle failed but did not (yet) trip the breaker
 
 No flow-level retries: a returned Failed state would re-run the flow and trip again.

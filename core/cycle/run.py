@@ -6,10 +6,13 @@ the cycle (no new risk after a failure; exits problems also stop entries); the s
 still runs so the report says what the cycle saw.
 
 `run_trading_cycle(runtime, run_id, wrap=...)` puts the circuit breaker around it:
-gate -> (nothing more if the gate forbids the broker: no connection is made) -> one broker
-connection for the run (always disconnected) -> `run_cycle` -> record the cycle's health
--> the run's outcome (`RunOutcome`: Completed, CircuitTripped, CircuitOpen, ExitsOnly,
-HalfOpenProbe, BreakerUnavailable, Failed). The flow maps that outcome onto its final state.
+store check (a table V6 wrote that is lost or rolled back: StoreCorrupt, the breaker
+tripped -- or, when `risk_state` itself is the broken table, BreakerUnavailable -- and
+the broker never touched) -> gate -> (nothing more if the gate forbids the broker: no
+connection is made) -> one broker connection for the run (always disconnected) ->
+`run_cycle` -> record the cycle's health -> the run's outcome (`RunOutcome`: Completed,
+CircuitTripped, CircuitOpen, ExitsOnly, HalfOpenProbe, BreakerUnavailable, StoreCorrupt,
+Failed). The flow maps that outcome onto its final state.
 """
 
 from __future__ import annotations
@@ -37,22 +40,29 @@ from core.cycle.steps import (
 from core.execution.ladder import Waiter
 from core.risk.breaker import (
     BREAKER_UNAVAILABLE,
+    STATE_TABLE,
+    SYSTEM_ACTOR,
     Breaker,
+    BreakerState,
     BreakerUnavailable,
     CycleHealth,
     Gate,
+    GateMode,
     OutcomeType,
     RunOutcome,
     Transition,
     run_outcome,
 )
 from core.runtime import Runtime
+from core.store import StoreCorrupt
 
 log = logging.getLogger(f"v6.{__name__}")
 
 # A Rust panic inside polars/deltalake surfaces as pyo3's PanicException, a BaseException:
 # `except Exception` would let it kill the process instead of failing (and counting) the cycle.
 STEP_ERRORS: tuple[type[BaseException], ...] = (Exception, PanicException)
+
+STORE_CORRUPT = "StoreCorrupt"  # the outcome of a run that found a lost/rolled-back table
 
 # Step names: the flow's task names, and the keys of its retry policy.
 GATE = "breaker-gate"
@@ -206,6 +216,9 @@ async def run_trading_cycle(
 ) -> CycleRun:
     """Gate, one cycle on one broker connection, record, verdict (see the module doc)."""
     run_id = run_id or f"cycle-{uuid.uuid4().hex[:12]}"
+    corrupt = rt.store.check_tables()
+    if corrupt:
+        return _store_corrupt(rt, run_id, corrupt)
     gate: Gate = await wrap(GATE, breaker_gate)(rt, run_id)
     if not gate.broker_allowed:
         log.warning("cycle %s: %s (%s); broker not touched", run_id, gate.mode.value, gate.reason)
@@ -232,6 +245,30 @@ async def run_trading_cycle(
     )  # fmt: skip
 
 
+def _store_corrupt(rt: Runtime, run_id: str, corrupt: list[StoreCorrupt]) -> CycleRun:
+    """Fail closed on lost state without touching the broker: trip the breaker (trigger
+    data_quality) unless `risk_state` itself is broken, which leaves it unwritable."""
+    message = str(corrupt[0]) + (f" (and {len(corrupt) - 1} more)" if len(corrupt) > 1 else "")
+    log.error("cycle %s: %s; broker not touched", run_id, message)
+    gate = Gate(GateMode.FAIL_CLOSED, None, message)
+    if any(c.table == STATE_TABLE for c in corrupt):
+        return CycleRun(run_id, gate, RunOutcome(OutcomeType.FAILED, BREAKER_UNAVAILABLE, message))
+    breaker = Breaker(rt.store, rt.settings.breaker, rt.clock)
+    try:
+        transition = (
+            None
+            if breaker.state() is BreakerState.OPEN
+            else breaker.trip(message, SYSTEM_ACTOR, trigger="data_quality")
+        )
+    except BreakerUnavailable as exc:
+        message = f"{message}; the breaker could not be tripped: {exc}"
+        return CycleRun(run_id, gate, RunOutcome(OutcomeType.FAILED, BREAKER_UNAVAILABLE, message))
+    if transition is not None:
+        message += "; breaker tripped (data_quality)"
+    outcome = RunOutcome(OutcomeType.FAILED, STORE_CORRUPT, message)
+    return CycleRun(run_id, gate, outcome, transition=transition)
+
+
 async def _disconnect(ctx: CycleContext) -> None:
     try:
         await ctx.broker.disconnect()
@@ -244,6 +281,7 @@ __all__ = [
     "EXECUTE_EXITS",
     "ORDER_STEPS",
     "READ_ONLY_STEPS",
+    "STORE_CORRUPT",
     "CycleRun",
     "CycleStepError",
     "breaker_gate",

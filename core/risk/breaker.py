@@ -665,9 +665,12 @@ class Breaker:
             )
         return None
 
-    def trip(self, reason: str, actor: str, *, now: datetime | None = None) -> Transition:
-        """Manually open the breaker (from any state; restarts the cool-down). Audited."""
-        return self._manual(BreakerEvent.MANUAL_TRIP, reason, actor, now)
+    def trip(
+        self, reason: str, actor: str, *, now: datetime | None = None, trigger: str | None = None
+    ) -> Transition:
+        """Open the breaker (from any state; restarts the cool-down). Audited; `trigger` names
+        a system cause other than a person (e.g. data_quality for a corrupt store)."""
+        return self._manual(BreakerEvent.MANUAL_TRIP, reason, actor, now, trigger=trigger)
 
     def reset(self, reason: str, actor: str, *, now: datetime | None = None) -> Transition:
         """Manually close the breaker (from any state; restarts the trip counts). Audited."""
@@ -784,9 +787,15 @@ class Breaker:
 
     # -- manual --------------------------------------------------------------------------
     def _manual(
-        self, event: BreakerEvent, reason: str, actor: str, now: datetime | None
+        self,
+        event: BreakerEvent,
+        reason: str,
+        actor: str,
+        now: datetime | None,
+        *,
+        trigger: str | None = None,
     ) -> Transition:
-        trigger = event.value
+        trigger = trigger or event.value
         if not isinstance(reason, str) or not reason.strip():
             raise ValueError(
                 f"{trigger}: a reason is required (got {reason!r}); say why, it is audited"
@@ -804,6 +813,7 @@ class Breaker:
                 metrics={"previous_state": snap.state.value},
                 actor=actor.strip(),
                 run_id=None,
+                trigger=trigger,
             )
             if t is not None:
                 return t

@@ -1,7 +1,13 @@
 """Delta Lake tables: names, pandera schemas, validated append/merge/read."""
 
 from core.store.delta import DeltaStore, TableStats, WriteResult
-from core.store.errors import CommitConflictError, SchemaViolation, StoreError, UnknownTableError
+from core.store.errors import (
+    CommitConflictError,
+    SchemaViolation,
+    StoreCorrupt,
+    StoreError,
+    UnknownTableError,
+)
 from core.store.registry import REGISTRY
 from core.store.spec import TableSpec
 
@@ -10,6 +16,7 @@ __all__ = [
     "CommitConflictError",
     "DeltaStore",
     "SchemaViolation",
+    "StoreCorrupt",
     "StoreError",
     "TableSpec",
     "TableStats",

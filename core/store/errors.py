@@ -24,3 +24,13 @@ class SchemaViolation(StoreError, ValueError):
 
 class CommitConflictError(StoreError):
     """Commit conflicts persisted beyond the retry budget; the batch was NOT written."""
+
+
+class StoreCorrupt(StoreError):
+    """A table is missing, rolled back or broken although V6 wrote it: nothing may trade.
+
+    The message is one line naming the table, what was expected and found, and the fix."""
+
+    def __init__(self, table: str, message: str) -> None:
+        self.table = table
+        super().__init__(message)

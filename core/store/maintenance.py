@@ -15,6 +15,13 @@ partition is still being merged into every minute and compacting it would race t
 collector for no lasting gain. A partition without two small files to merge (a day of
 bars after one run: a single file) is left alone, so a second run has nothing to do
 (Z-order, unlike compaction, would otherwise rewrite it every night).
+
+Before rewriting, the rows of the partitions with files to merge are read and validated
+like a write (exact schema, keys, pandera checks): compaction must not bless rows that
+break the schema (written around V6), so such a table is refused with the store's
+`SchemaViolation`, untouched. Opening goes through `DeltaStore.open_table`, so a lost or
+rolled-back table is refused too (`StoreCorrupt`), and the versions maintenance commits
+are recorded in the store's manifest.
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ from deltalake import DeltaTable, WriterProperties
 from deltalake.exceptions import CommitFailedError
 
 from core.store.delta import DeltaStore, TableStats
+from core.store.integrity import open_checked, record_version
+from core.store.validation import prepare
 
 log = logging.getLogger(f"v6.{__name__}")
 
@@ -100,7 +109,30 @@ def disk_usage(store: DeltaStore, name: str) -> tuple[int, int] | None:
 
 
 def _open(store: DeltaStore, name: str) -> DeltaTable:
-    return DeltaTable(store.uri(name), storage_options=store.storage_options or None)
+    table = open_checked(store, name)
+    if table is None:
+        raise FileNotFoundError(f"table {name} at {store.uri(name)} does not exist")
+    return table
+
+
+def _days_to_rewrite(
+    actions: pl.DataFrame, closed_before: date | None, small_below: int
+) -> list[date]:
+    """Days (before `closed_before`) holding two or more files under `small_below` bytes:
+    the partitions a rewrite merges (compaction skips a partition with one such file)."""
+    small = pl.col("size_bytes") < small_below
+    per_day = actions.filter(small).group_by("partition.date").len()
+    if closed_before is not None:
+        per_day = per_day.filter(pl.col("partition.date") < closed_before)
+    days: list[date] = per_day.filter(pl.col("len") > 1).get_column("partition.date").to_list()
+    return sorted(days)
+
+
+def _validate_rows(store: DeltaStore, name: str, days: list[date] | None) -> None:
+    """Raise SchemaViolation if the rows about to be rewritten (the `days` partitions, or
+    the whole table) break the table's schema, keys or checks."""
+    where = None if days is None else pl.col("date").is_in(days)
+    prepare(store.spec(name), store.read(name, where=where).collect())
 
 
 def _compact(
@@ -114,15 +146,21 @@ def _compact(
     spec = store.spec(name)
     table = _open(store, name)
     by_date = spec.partition_by == ("date",)
+    actions = pl.DataFrame(table.get_add_actions(flatten=True))
+    target = target_size or DEFAULT_TARGET_SIZE
+    # Z-order, like compaction, only merges small files: a partition Z-ordered into files
+    # near the target size is left alone, however large it is.
+    small_below = target // 2 if spec.cluster_by else target
+    days = _days_to_rewrite(actions, closed_before, small_below) if by_date else None
+    if days == [] or actions.height < 2:
+        return 0, 0
+    _validate_rows(store, name, days)
     if not spec.cluster_by:
         filters = None
         if closed_before is not None and by_date:
             filters = [("date", "<", closed_before.isoformat())]
         metrics = table.optimize.compact(partition_filters=filters, target_size=target_size)
         return int(metrics["numFilesRemoved"]), int(metrics["numFilesAdded"])
-    actions = pl.DataFrame(table.get_add_actions(flatten=True))
-    if actions.height < 2:
-        return 0, 0
     props = WriterProperties(max_row_group_size=CLUSTER_ROW_GROUP_ROWS)
     if not by_date:
         if spec.partition_by:  # no generic partition selection: plain compaction
@@ -132,15 +170,7 @@ def _compact(
                 list(spec.cluster_by), target_size=target_size, writer_properties=props
             )
         return int(metrics["numFilesRemoved"]), int(metrics["numFilesAdded"])
-    # Like compaction, only small files are worth rewriting: a partition Z-ordered into
-    # files near the target size is left alone, however large it is.
-    small = pl.col("size_bytes") < (target_size or DEFAULT_TARGET_SIZE) // 2
-    per_day = actions.filter(small).group_by("partition.date").len()
-    if closed_before is not None:
-        per_day = per_day.filter(pl.col("partition.date") < closed_before)
-    days = per_day.filter(pl.col("len") > 1).get_column("partition.date").sort().to_list()
-    if not days:
-        return 0, 0
+    assert days is not None  # by_date
     metrics = table.optimize.z_order(
         list(spec.cluster_by),
         partition_filters=[("date", "in", [d.isoformat() for d in days])],
@@ -201,6 +231,7 @@ def maintain_table(
     table = _open(store, name)
     table.create_checkpoint()
     table.cleanup_metadata()
+    record_version(store, name, table.version())
     after = store.stats(name)
     disk_after = disk_usage(store, name)
     # vacuum lists every expired tombstone, also ones already deleted by an earlier run;

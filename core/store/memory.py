@@ -39,7 +39,7 @@ from typing import Any
 import polars as pl
 
 from core.store.delta import TableStats, WriteResult
-from core.store.errors import SchemaViolation
+from core.store.errors import SchemaViolation, StoreCorrupt
 from core.store.naming import TableNaming, narrowed
 from core.store.registry import REGISTRY
 from core.store.spec import TableSpec
@@ -102,6 +102,10 @@ class MemoryStore(TableNaming):
         for name in self.registry:
             self.ensure(name)
         return list(self.registry)
+
+    def check_tables(self) -> list[StoreCorrupt]:
+        """Nothing to check: memory cannot lose a table behind the store's back."""
+        return []
 
     def _table(self, name: str) -> _Table:
         self.ensure(name)

@@ -12,6 +12,7 @@ from core.clock import SimClock
 from core.config import load_settings
 from core.runtime import Runtime, use_runtime
 from core.store import DeltaStore
+from core.store.manifest import MANIFEST_NAME, Manifest
 from flows.backtest import backtest
 
 
@@ -29,8 +30,9 @@ async def test_backtest_flow_exports_results_and_reports(tmp_path: Path, no_conf
     assert preds.height == summary["predictions"]
     assert preds["run_id"].unique().to_list() == [summary["run_id"]]
     # only results reach the store: the scratch book and the line pool stay in memory
-    written = {p.name for p in (tmp_path / "data").iterdir()}
+    written = {p.name for p in (tmp_path / "data").iterdir()} - {MANIFEST_NAME}
     assert written == {"backtest_trades", "backtest_predictions"}
+    assert set(Manifest(tmp_path / "data").read()) == written
     async with get_client() as client:
         md = await client.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["backtest-summary"]))

@@ -18,6 +18,7 @@ from core.calendar import MarketCalendar
 from core.config import ScheduleSettings, Settings
 from core.runtime import Runtime
 from core.store import REGISTRY, DeltaStore, SchemaViolation
+from core.store.manifest import MANIFEST_NAME, Manifest
 from core.store.memory import MemoryStore
 
 
@@ -52,8 +53,9 @@ async def test_calm_day_then_crash_day_opens_and_closes_trades(store_root: Path)
     preds = target.read("backtest_predictions").collect()
     assert preds.height == result.predictions
     # the scratch book is gone: only backtest tables were written to the target
-    written = {p.name for p in store_root.iterdir()}
+    written = {p.name for p in store_root.iterdir() if p.name != MANIFEST_NAME}
     assert written == {"backtest_trades", "backtest_predictions"}
+    assert set(Manifest(store_root).read()) == written  # the versions V6 wrote, beside them
 
 
 async def test_bad_arguments_are_refused(store_root: Path) -> None:
