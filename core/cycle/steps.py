@@ -101,6 +101,7 @@ async def reconcile_step(ctx: CycleContext) -> ReconcileStep:
     account = await ctx.broker.account_summary()
     as_of = ctx.clock.now()
     ctx.account = ctx.settings.broker.account or account.account or ""
+    ctx.net_liquidation = account.net_liquidation
     result = reconcile(
         frames,
         BrokerFrames.from_domain(positions, executions, open_orders),
@@ -250,7 +251,7 @@ async def entry_candidates(ctx: CycleContext, view: MarketView, rec: ReconcileSt
     deltas = _chain_deltas(chains) | view.deltas()
     rbook = risk_book(book.leg_positions(open_only=False), strategies, deltas, now)
     held = held_structures(strategies, book.legs())
-    day_contracts, day_notional = sent_today(ctx.store, now)
+    day = sent_today(ctx.store, now)
     unds = ctx.settings.universe.underlyings
     signals = EntrySignals(
         regimes=view.regimes(),
@@ -267,8 +268,9 @@ async def entry_candidates(ctx: CycleContext, view: MarketView, rec: ReconcileSt
         weights,
         now,
         bars=view.bars,
-        day_contracts=day_contracts,
-        day_notional=day_notional,
+        day_contracts=day.contracts,
+        day_notional=day.notional,
+        day_max_loss=day.max_loss,
         held=held,
     )
     record_rejections(ctx.store, plan.rejections, run_id=ctx.run_id, now=now)

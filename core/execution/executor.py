@@ -18,8 +18,9 @@ A strategy is either fully on or not on at all, and nothing is ever sent twice:
 5. A call that starts with intents already in the book (a retry after a disconnect or
    crash) first asks the broker for each unfinished ref (`Broker.find_order`) and settles
    it; only then does anything new go out. A ref the broker has is never placed again.
-6. `check_hard_caps` runs right before every placement, with today's executed contracts
-   and notional (`intents.sent_today`).
+6. `check_hard_caps` runs right before every placement, with today's executed usage
+   (`intents.sent_today`) and the account's net liquidation the caller read (the
+   max-loss caps scale with it; unknown net liquidation refuses every risk-adding order).
 7. Orders and fills go to the book as they happen (`Book.record_order`,
    `Book.record_fills`); predictions are written when an entry fills.
 
@@ -62,6 +63,7 @@ from core.execution.combo import (
     ladder_price,
     net_legs,
     order_legs_frame,
+    order_max_loss,
 )
 from core.execution.intents import (
     append_legs,
@@ -226,6 +228,7 @@ class ComboExecutor:
         clock: Clock,
         settings: Settings,
         *,
+        net_liquidation: float,
         wait: Waiter | None = None,
         account: str = "",
     ) -> None:
@@ -233,6 +236,7 @@ class ComboExecutor:
         self.store = store
         self.clock = clock
         self.settings = settings
+        self.net_liquidation = net_liquidation
         self.book = Book(store, clock, account)
         if wait is None:
             wait = sim_waiter(clock) if isinstance(clock, SimClock) else real_wait
@@ -549,11 +553,15 @@ class ComboExecutor:
         ref = make_order_ref(sid, self.book.next_intent_seq(sid), None)
         order = OrderRequest(job.bag, Action.BUY, remaining, limit_price=price, order_ref=ref)
         now = self.clock.now()
-        day_contracts, day_notional = sent_today(self.store, now)
+        day = sent_today(self.store, now)
+        legs = order_legs_frame(sid, job.underlying, job.unit_legs, remaining)
         caps = check_hard_caps(
-            order_legs_frame(sid, job.underlying, job.unit_legs, remaining),
-            day_contracts=day_contracts,
-            day_notional=day_notional,
+            legs,
+            order_max_loss=order_max_loss(legs, price * remaining),
+            net_liquidation=self.net_liquidation,
+            day_contracts=day.contracts,
+            day_notional=day.notional,
+            day_max_loss=day.max_loss,
             reduces_risk=job.reduces_risk,
         )
         if not caps.ok:
