@@ -132,7 +132,10 @@ def build_world(root: Path, seed: int, n: int) -> tuple[Runtime, SimExchange]:
     async def open_all() -> None:
         broker = SimBroker(exchange)
         await broker.connect()
-        ex = ComboExecutor(broker, mem, exchange.market.clock, opening_settings(settings))
+        ex = ComboExecutor(
+            broker, mem, exchange.market.clock, opening_settings(settings),
+            net_liquidation=settings.sim.net_liquidation,
+        )  # fmt: skip
         for cand in cands:
             await ex.execute_entry(cand)
 

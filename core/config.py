@@ -10,22 +10,26 @@ from __future__ import annotations
 
 import difflib
 import os
+import tomllib
 from collections.abc import Mapping
 from contextvars import ContextVar
 from datetime import date, time
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, get_args, get_origin
 
+import annotated_types
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     SecretStr,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -38,12 +42,24 @@ from core.domain.timezones import MARKET_TZ
 CONFIG_ENV_VAR = "V6_CONFIG"
 DEFAULT_CONFIG_FILE = "v6.toml"
 LIVE_PORTS = frozenset({4001, 7496})
+LIVE_OPT_IN_ENV = "V6_BROKER__LIVE_TRADING_ENABLED"
+
+# Upper bounds of the settings: generous for any careful trader, but finite, so that a
+# typo (or `inf`) can never switch a limit off. The ranges are printed in v6.example.toml.
+MAX_CLIENT_ID = 2**31 - 1  # IB's clientId is a signed 32-bit integer
+MAX_DTE = 365  # days to expiry: V6 trades listed monthlies, not LEAPS
+MAX_WING_WIDTH = 500  # strike points
+MAX_RULE_PCT = 1000  # exit-rule thresholds, % of the entry credit
+MAX_VIX = 150  # above VIX's all-time high
+MAX_DELTA = 1000  # share-equivalents / 100
+WingWidth = Annotated[float, Field(gt=0, le=MAX_WING_WIDTH)]
+ProfitPct = Annotated[float, Field(gt=0, le=100)]
 
 
 class _Section(BaseModel):
     """Base for config sections: unknown keys are errors (a typo must never be ignored)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class BrokerKind(StrEnum):
@@ -71,29 +87,44 @@ class BrokerSettings(_Section):
     port: int = Field(
         4002, ge=1, le=65535, description="Gateway port (4002 paper gateway, 4001 live)"
     )
-    client_id_min: int = Field(100, ge=0, description="Lowest clientId V6 may use")
-    client_id_max: int = Field(199, ge=0, description="Highest clientId V6 may use")
+    client_id_min: int = Field(
+        100, ge=0, le=MAX_CLIENT_ID, description="Lowest clientId V6 may use"
+    )
+    client_id_max: int = Field(
+        199, ge=0, le=MAX_CLIENT_ID, description="Highest clientId V6 may use"
+    )
     account: str | None = Field(None, description="Account code; None = the only managed account")
     market_data_type: MarketDataType = Field(
         MarketDataType.DELAYED, description="live|frozen|delayed|delayed_frozen"
     )
     paper: bool = Field(True, description="True for a paper account")
-    live_trading_enabled: bool = Field(False, description="Explicit opt-in for live ports/accounts")
-    connect_timeout_s: float = Field(10.0, gt=0, description="seconds")
-    request_timeout_s: float = Field(15.0, gt=0, description="seconds per read-only request")
-    snapshot_timeout_s: float = Field(5.0, gt=0, description="seconds to wait for a quote snapshot")
-    reconnect_max_attempts: int = Field(5, ge=0, description="attempts before giving up")
+    live_trading_enabled: bool = Field(
+        False,
+        description="Explicit opt-in for live ports/accounts; honoured only when written in "
+        "the config file (the environment alone cannot turn it on)",
+    )
+    connect_timeout_s: float = Field(10.0, gt=0, le=300, description="seconds")
+    request_timeout_s: float = Field(
+        15.0, gt=0, le=300, description="seconds per read-only request"
+    )
+    snapshot_timeout_s: float = Field(
+        5.0, gt=0, le=120, description="seconds to wait for a quote snapshot"
+    )
+    reconnect_max_attempts: int = Field(5, ge=0, le=100, description="attempts before giving up")
     reconnect_backoff_s: float = Field(
-        1.0, gt=0, description="first back-off; doubles each attempt"
+        1.0, gt=0, le=300, description="first back-off; doubles each attempt"
     )
     market_data_lines: int = Field(
-        100, ge=1, description="IB market-data line budget for the account"
+        100, ge=1, le=10_000, description="IB market-data line budget for the account"
     )
     market_data_snapshot_reserve: int = Field(
-        10, ge=0, description="lines kept free of streams so snapshots can run"
+        10, ge=0, le=1000, description="lines kept free of streams so snapshots can run"
     )
     market_data_regrow_cycles: int = Field(
-        12, ge=1, description="clean cycles after an IB 101 before the line cap grows by one"
+        12,
+        ge=1,
+        le=1000,
+        description="clean cycles after an IB 101 before the line cap grows by one",
     )
     max_messages_per_s: int = Field(
         45,
@@ -209,32 +240,38 @@ class StrategySettings(_Section):
         "bull_put_spread",
         "bear_call_spread",
     ]
-    target_dte: int = Field(45, ge=1, description="days to expiry at entry")
-    dte_min: int = Field(35, ge=1)
-    dte_max: int = Field(60, ge=1)
-    wing_width: dict[str, float] = Field(
+    target_dte: int = Field(45, ge=1, le=MAX_DTE, description="days to expiry at entry")
+    dte_min: int = Field(35, ge=1, le=MAX_DTE)
+    dte_max: int = Field(60, ge=1, le=MAX_DTE)
+    wing_width: dict[str, WingWidth] = Field(
         {"SPY": 5.0, "QQQ": 5.0, "IWM": 3.0},
         description="strike distance between short and long, points",
     )
-    default_wing_width: float = Field(5.0, gt=0)
+    default_wing_width: float = Field(5.0, gt=0, le=MAX_WING_WIDTH)
     short_delta_min: float = Field(0.16, gt=0, lt=0.5)
     short_delta_max: float = Field(0.20, gt=0, lt=0.5)
     skew_max_delta_shift: float = Field(
         0.04, ge=0, lt=0.2, description="max lean toward the rich side"
     )
-    contracts_per_entry: int = Field(1, ge=1)
+    contracts_per_entry: int = Field(
+        1, ge=1, le=25, description="strategy units per entry (the hard caps bound the order too)"
+    )
     min_credit_to_width: float = Field(0.15, ge=0, lt=1)
-    reprice_steps: int = Field(4, ge=0, description="limit reprices from mid toward natural")
-    fill_timeout_s: float = Field(30.0, gt=0, description="cancel an unfilled entry after this")
+    reprice_steps: int = Field(4, ge=0, le=20, description="limit reprices from mid toward natural")
+    fill_timeout_s: float = Field(
+        30.0, gt=0, le=600, description="cancel an unfilled entry after this"
+    )
     partial_fill_policy: Literal["complete", "unwind"] = "complete"
     # -- entry pipeline: skew lean, scoring, execution (core/strategy, core/execution) --
     skew_neutral: float = Field(
         0.30,
+        ge=-1,
+        le=2,
         description="normalised put skew ((IV 25d put - IV 25d call) / ATM IV) that counts as "
         "ordinary (a calm equity index: ~0.3): no lean",
     )
     skew_full_lean: float = Field(
-        0.20, gt=0, description="skew beyond skew_neutral that gives the full delta shift"
+        0.20, gt=0, le=2, description="skew beyond skew_neutral that gives the full delta shift"
     )
     score_weights: dict[str, float] = Field(
         {"credit_to_width": 0.30, "prob_profit": 0.30, "iv_rank": 0.15, "regime": 0.15,
@@ -264,16 +301,24 @@ class StrategySettings(_Section):
         description="0..1 fit of each structure to the futures leading signal's direction",
     )  # fmt: skip
     lead_max_age_min: float = Field(
-        30.0, gt=0, description="a leading signal older than this counts as unknown, minutes"
+        30.0,
+        gt=0,
+        le=1440,
+        description="a leading signal older than this counts as unknown, minutes",
     )
-    min_score: float = Field(0.35, ge=0, description="candidates scoring below this are skipped")
+    min_score: float = Field(
+        0.35, ge=0, le=1, description="candidates scoring below this are skipped"
+    )
     entries_per_underlying: int = Field(
-        1, ge=0, description="new strategies per underlying per cycle"
+        1, ge=0, le=10, description="new strategies per underlying per cycle"
     )
     chain_strike_band_pct: float = Field(
-        15.0, gt=0, description="strikes within this % of spot are quoted for a chain snapshot"
+        15.0,
+        gt=0,
+        le=50,
+        description="strikes within this % of spot are quoted for a chain snapshot",
     )
-    fill_poll_s: float = Field(1.0, gt=0, description="order-status poll interval, seconds")
+    fill_poll_s: float = Field(1.0, gt=0, le=60, description="order-status poll interval, seconds")
 
     @model_validator(mode="after")
     def _scoring(self) -> Self:
@@ -313,34 +358,40 @@ class RuleSettings(_Section):
     """Thresholds of the 12 exit rules; percentages are of the entry credit (debit for longs)."""
 
     disabled: list[str] = Field(default_factory=list, description="rule names to switch off")
-    catastrophe_drop_pct: float = Field(3.0, gt=0, description="underlying drop within an hour, %")
-    catastrophe_iv_jump_pct: float = Field(50.0, gt=0, description="IV jump since entry, %")
-    single_leg_profit_pct: float = Field(80.0, gt=0)
-    single_leg_loss_pct: float = Field(50.0, gt=0)
-    single_leg_max_dte: int = Field(21, ge=0)
+    catastrophe_drop_pct: float = Field(
+        3.0, gt=0, le=50, description="underlying drop within an hour, %"
+    )
+    catastrophe_iv_jump_pct: float = Field(
+        50.0, gt=0, le=1000, description="IV jump since entry, %"
+    )
+    single_leg_profit_pct: float = Field(80.0, gt=0, le=MAX_RULE_PCT)
+    single_leg_loss_pct: float = Field(50.0, gt=0, le=MAX_RULE_PCT)
+    single_leg_max_dte: int = Field(21, ge=0, le=MAX_DTE)
     trailing_activation_pct: float = Field(
-        40.0, gt=0, description="peak profit that arms the stop, %"
+        40.0, gt=0, le=100, description="peak profit that arms the stop, %"
     )
     trailing_giveback_ratio: float = Field(0.40, gt=0, lt=1, description="close below this x peak")
-    vix_level: float = Field(35.0, gt=0)
-    vix_rise_points: float = Field(5.0, gt=0)
-    partial_take_profit_pct: float = Field(50.0, gt=0, description="REDUCE half at this profit, %")
-    stop_loss_pct: float = Field(200.0, gt=0)
-    stop_loss_near_expiry_dte: int = Field(7, ge=0)
-    stop_loss_near_expiry_pct: float = Field(50.0, gt=0)
-    delta_limit_iron_condor: float = Field(0.30, gt=0)
-    delta_limit_vertical: float = Field(0.40, gt=0)
-    iv_crush_pct: float = Field(30.0, gt=0)
-    iv_crush_min_profit_pct: float = Field(20.0, ge=0)
+    vix_level: float = Field(35.0, gt=0, le=MAX_VIX)
+    vix_rise_points: float = Field(5.0, gt=0, le=MAX_VIX)
+    partial_take_profit_pct: float = Field(
+        50.0, gt=0, le=100, description="REDUCE half at this profit, %"
+    )
+    stop_loss_pct: float = Field(200.0, gt=0, le=MAX_RULE_PCT)
+    stop_loss_near_expiry_dte: int = Field(7, ge=0, le=MAX_DTE)
+    stop_loss_near_expiry_pct: float = Field(50.0, gt=0, le=MAX_RULE_PCT)
+    delta_limit_iron_condor: float = Field(0.30, gt=0, le=1)
+    delta_limit_vertical: float = Field(0.40, gt=0, le=1)
+    iv_crush_pct: float = Field(30.0, gt=0, le=100)
+    iv_crush_min_profit_pct: float = Field(20.0, ge=0, le=100)
     iv_percentile_floor: float = Field(30.0, ge=0, le=100)
-    iv_percentile_min_profit_pct: float = Field(20.0, ge=0)
-    roll_window_max_dte: int = Field(25, ge=0)
-    roll_must_dte: int = Field(21, ge=0)
-    roll_target_dte: int = Field(45, ge=1)
-    gamma_limit: float = Field(0.10, gt=0)
-    gamma_max_dte: int = Field(14, ge=0)
-    time_exit_dte: int = Field(1, ge=0)
-    profit_target_pct: dict[str, float] = Field(
+    iv_percentile_min_profit_pct: float = Field(20.0, ge=0, le=100)
+    roll_window_max_dte: int = Field(25, ge=0, le=MAX_DTE)
+    roll_must_dte: int = Field(21, ge=0, le=MAX_DTE)
+    roll_target_dte: int = Field(45, ge=1, le=MAX_DTE)
+    gamma_limit: float = Field(0.10, gt=0, le=10)
+    gamma_max_dte: int = Field(14, ge=0, le=MAX_DTE)
+    time_exit_dte: int = Field(1, ge=0, le=MAX_DTE)
+    profit_target_pct: dict[str, ProfitPct] = Field(
         {
             "crash": 40.0,
             "high_vol": 50.0,
@@ -352,50 +403,69 @@ class RuleSettings(_Section):
         description="dynamic take-profit target per regime, %",
     )
     profit_target_fallback_pct: float = Field(
-        50.0, gt=0, description="target when the regime is unknown"
+        50.0, gt=0, le=100, description="target when the regime is unknown"
     )
     # Regime detector (core/rules/regime.py), over daily closes of an underlying and of VIX.
-    regime_lookback_bars: int = Field(20, ge=2, description="daily closes for trend efficiency")
-    regime_crash_lookback_bars: int = Field(5, ge=1, description="daily closes for crash drawdown")
-    regime_crash_vix: float = Field(40.0, gt=0, description="VIX at or above this is a crash")
-    regime_crash_drawdown_pct: float = Field(7.0, gt=0, description="fall from the recent high, %")
-    regime_high_vol_vix: float = Field(25.0, gt=0, description="VIX at or above this is high_vol")
-    regime_low_vol_vix: float = Field(14.0, gt=0, description="VIX below this is low_vol")
+    regime_lookback_bars: int = Field(
+        20, ge=2, le=260, description="daily closes for trend efficiency"
+    )
+    regime_crash_lookback_bars: int = Field(
+        5, ge=1, le=260, description="daily closes for crash drawdown"
+    )
+    regime_crash_vix: float = Field(
+        40.0, gt=0, le=MAX_VIX, description="VIX at or above this is a crash"
+    )
+    regime_crash_drawdown_pct: float = Field(
+        7.0, gt=0, le=100, description="fall from the recent high, %"
+    )
+    regime_high_vol_vix: float = Field(
+        25.0, gt=0, le=MAX_VIX, description="VIX at or above this is high_vol"
+    )
+    regime_low_vol_vix: float = Field(
+        14.0, gt=0, le=MAX_VIX, description="VIX below this is low_vol"
+    )
     regime_trending_efficiency: float = Field(
         0.35, gt=0, le=1, description="abs(net move) / path length at or above this is trending"
     )
     regime_range_bound_efficiency: float = Field(
         0.15, ge=0, le=1, description="abs(net move) / path length at or below this is range_bound"
     )
-    regime_max_age_days: int = Field(4, ge=0, description="last close older than this = unknown")
+    regime_max_age_days: int = Field(
+        4, ge=0, le=30, description="last close older than this = unknown"
+    )
 
 
 class LimitSettings(_Section):
     max_portfolio_delta: float = Field(
-        50.0, gt=0, description="abs net delta, share-equivalents / 100"
+        50.0, gt=0, le=MAX_DELTA, description="abs net delta, share-equivalents / 100"
     )
-    max_underlying_delta: float = Field(25.0, gt=0)
+    max_underlying_delta: float = Field(25.0, gt=0, le=MAX_DELTA)
     max_concentration_pct: float = Field(
         40.0, gt=0, le=100, description="of net liquidation, per underlying"
     )
     correlation_threshold: float = Field(0.8, ge=0, le=1)
-    correlation_lookback_days: int = Field(20, ge=2)
+    correlation_lookback_days: int = Field(20, ge=2, le=260)
     max_correlated_exposure_pct: float = Field(60.0, gt=0, le=100)
     max_buying_power_pct: float = Field(50.0, gt=0, le=100)
-    max_open_strategies: int = Field(20, ge=0)
-    max_new_strategies_per_day: int = Field(5, ge=0)
+    max_open_strategies: int = Field(20, ge=0, le=500)
+    max_new_strategies_per_day: int = Field(
+        5, ge=0, le=100, description="entries that filled (unfilled or cancelled ones do not count)"
+    )
 
 
 class BreakerSettings(_Section):
-    consecutive_failures: int = Field(3, ge=1)
-    daily_loss_pct: float = Field(2.0, gt=0, description="of net liquidation")
-    max_rejections_per_hour: int = Field(5, ge=1)
-    max_disconnect_s: float = Field(300.0, gt=0)
+    consecutive_failures: int = Field(3, ge=1, le=20)
+    daily_loss_pct: float = Field(2.0, gt=0, le=20, description="of net liquidation")
+    max_rejections_per_hour: int = Field(5, ge=1, le=100)
+    max_disconnect_s: float = Field(300.0, gt=0, le=3600)
     max_data_quality_failure_rate: float = Field(0.5, gt=0, le=1)
-    cooldown_minutes: int = Field(30, ge=0)
+    cooldown_minutes: int = Field(30, ge=0, le=1440)
     reducing_mode: bool = Field(True, description="while OPEN, still run exit rules (exits only)")
     probe_timeout_minutes: int = Field(
-        15, ge=1, description="a HALF_OPEN probe that has not reported after this counts as failed"
+        15,
+        ge=1,
+        le=1440,
+        description="a HALF_OPEN probe that has not reported after this counts as failed",
     )
 
 
@@ -533,7 +603,10 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml_file = _TOML_FILE.get() or resolve_config_path()
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        sources: list[PydanticBaseSettingsSource] = [
+            init_settings,
+            _EnvWithoutLiveOptIn(settings_cls, env_settings, toml_file),
+        ]
         if toml_file is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
         return tuple(sources)
@@ -557,8 +630,75 @@ class Settings(BaseSettings):
         return self
 
     def masked(self) -> dict[str, Any]:
-        """The effective config as plain data with every secret masked, for display."""
-        return self.model_dump(mode="json")
+        """The effective config as plain data with every secret and the account masked."""
+        data = self.model_dump(mode="json")
+        if self.broker.account:
+            data["broker"]["account"] = mask_account(self.broker.account)
+        return data
+
+
+def mask_account(account: str) -> str:
+    """`DU1234567` -> `DU*****67`: the kind (DU paper, U live) and enough to tell accounts
+    apart, never the number (account ids are never printed or logged in full)."""
+    if len(account) <= 6:
+        return "*" * len(account)
+    return f"{account[:2]}{'*' * (len(account) - 4)}{account[-2:]}"
+
+
+class _EnvWithoutLiveOptIn(PydanticBaseSettingsSource):
+    """The environment, except that it cannot opt in to live trading on its own.
+
+    Real money is switched on only by `live_trading_enabled = true` in the config file,
+    where it is reviewed and kept; a stray exported variable must never do it."""
+
+    def __init__(
+        self,
+        settings_cls: type[BaseSettings],
+        env: PydanticBaseSettingsSource,
+        toml_file: Path | None,
+    ) -> None:
+        super().__init__(settings_cls)
+        self._env = env
+        self._toml_file = toml_file
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # values come from the wrapped source (__call__)
+
+    def __call__(self) -> dict[str, Any]:
+        data = self._env()
+        broker = data.get("broker")
+        wanted = broker.get("live_trading_enabled") if isinstance(broker, Mapping) else None
+        if _truthy(wanted) and not _file_opts_in(self._toml_file):
+            where = self._toml_file or DEFAULT_CONFIG_FILE
+            raise ConfigError(
+                "environment",
+                [
+                    f"{LIVE_OPT_IN_ENV} is set but the config file does not opt in: live "
+                    f"trading is enabled only by live_trading_enabled = true in the [broker] "
+                    f"section of the config file ({where}), not by the environment alone"
+                ],
+            )
+        return data
+
+
+def _truthy(value: Any) -> bool:
+    if value is None:
+        return False
+    try:
+        return bool(TypeAdapter(bool).validate_python(value))
+    except ValidationError:
+        return False  # not a boolean: the settings validation reports it
+
+
+def _file_opts_in(toml_file: Path | None) -> bool:
+    if toml_file is None or not toml_file.is_file():
+        return False
+    try:
+        data = tomllib.loads(toml_file.read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return False  # the TOML source reports the file's problem
+    broker = data.get("broker")
+    return isinstance(broker, dict) and broker.get("live_trading_enabled") is True
 
 
 _TOML_FILE: ContextVar[Path | None] = ContextVar("v6_toml_file", default=None)
@@ -598,6 +738,8 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(source, [_describe(err) for err in exc.errors()]) from None
+    except ConfigError:
+        raise
     except ValueError as exc:  # TOML syntax errors surface as ValueError subclasses
         raise ConfigError(source, [f"cannot parse: {exc}"]) from None
     finally:
@@ -615,7 +757,46 @@ def _describe(err: Mapping[str, Any]) -> str:
         return f"{path}: unknown setting{hint}; remove it or fix the spelling"
     msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
     shown = _short(value)
-    return f"{path}: {msg} (got {shown})" if shown is not None else f"{path}: {msg}"
+    line = f"{path}: {msg} (got {shown})" if shown is not None else f"{path}: {msg}"
+    bounds = allowed_range(_constraints(loc)) if kind in _RANGE_ERRORS else ""
+    return f"{line}; allowed range: {bounds}" if bounds else line
+
+
+_RANGE_ERRORS = frozenset(
+    {"finite_number", "greater_than", "greater_than_equal", "less_than", "less_than_equal"}
+)
+
+
+def allowed_range(metadata: list[Any]) -> str:
+    """`0 < value <= 1000` from a field's pydantic bounds ('' when it has none)."""
+    low = next((f"{m.gt} < " for m in metadata if isinstance(m, annotated_types.Gt)), "")
+    low = low or next((f"{m.ge} <= " for m in metadata if isinstance(m, annotated_types.Ge)), "")
+    high = next((f" < {m.lt}" for m in metadata if isinstance(m, annotated_types.Lt)), "")
+    high = high or next((f" <= {m.le}" for m in metadata if isinstance(m, annotated_types.Le)), "")
+    return f"{low}value{high}" if low or high else ""
+
+
+def field_bounds(info: FieldInfo) -> list[Any]:
+    """The bounds of a field, or of its values when it is a dict of bounded numbers."""
+    args = get_args(info.annotation)
+    if get_origin(info.annotation) is dict and len(args) == 2:
+        return [m for a in get_args(args[1])[1:] for m in getattr(a, "metadata", [a])]
+    return list(info.metadata)
+
+
+def _constraints(loc: list[str]) -> list[Any]:
+    """The bounds of the setting at `loc` (section, key[, dict key])."""
+    model: type[BaseModel] = Settings
+    for i, part in enumerate(loc):
+        info = model.model_fields.get(part)
+        if info is None:
+            return []
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel) and i + 1 < len(loc):
+            model = ann
+            continue
+        return field_bounds(info)
+    return []
 
 
 def _suggest(loc: list[str]) -> str:

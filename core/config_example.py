@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
-from core.config import Settings
+from core.config import Settings, allowed_range, field_bounds
 
 _UNITS = (
     ("_pct", "percent"),
@@ -29,6 +29,9 @@ _HEADER = """\
 # Copy to v6.toml and change what you need; anything left out keeps its default.
 # Environment variables override this file: V6_<SECTION>__<KEY>, e.g. V6_BROKER__PORT=4002.
 # Check a file with: v6 config check
+# Every number is bounded (the [range: ...] after its comment): a value outside it, inf or
+# nan is refused, so no typo can switch a limit off. Live trading is enabled only by
+# broker.live_trading_enabled = true in this file, never by the environment alone.
 """
 
 
@@ -44,6 +47,9 @@ def render_example_toml() -> str:
             unit = _unit(key)
             if unit and unit not in comment:
                 comment = f"{comment} ({unit})" if comment else unit
+            bounds = allowed_range(field_bounds(info))
+            if bounds:
+                comment = f"{comment} [range: {bounds}]" if comment else f"range: {bounds}"
             if comment:
                 lines.append(f"# {comment}")
             value = getattr(model, key)

@@ -17,9 +17,10 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.panel import Panel
 from rich.table import Table
 
-from core.config import ConfigError, Settings, load_settings
+from core.config import ConfigError, Settings, load_settings, mask_account
 from core.store import DeltaStore, StoreError
 from core.store.integrity import repair, table_health
 from deployments.errors import UserError
@@ -59,8 +60,18 @@ def _settings(config: Path | None) -> Settings:
 def config_check(config: ConfigOption = None) -> None:
     """Validate the configuration and print the effective settings (secrets masked)."""
     settings = _settings(config)
+    if settings.broker.is_live:
+        account = mask_account(settings.broker.account or "") or "the login's only account"
+        console.print(
+            Panel(
+                f"LIVE TRADING: this configuration trades REAL MONEY on {settings.broker.host}:"
+                f"{settings.broker.port} ({account})",
+                style="bold white on red",
+            )
+        )
     console.print_json(json.dumps(settings.masked(), default=str))
-    console.print("[green]configuration OK[/green]")
+    mode = "[bold red]LIVE[/bold red]" if settings.broker.is_live else "paper/simulated"
+    console.print(f"[green]configuration OK[/green] ({mode})")
 
 
 @config_app.command("example")
@@ -325,7 +336,7 @@ def main() -> None:
     try:
         app()
     except ConfigError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         err_console.print(
             "fix: edit the file (see v6.example.toml) or the V6_* variable named above"
         )

@@ -68,6 +68,7 @@ class World:
     settings: Settings
     broker: ScriptedBroker
     store: MemoryStore = field(default_factory=MemoryStore)
+    net_liquidation: float = 100_000.0  # what the cycle would pass from its reconcile step
 
     @property
     def exchange(self) -> SimExchange:
@@ -80,7 +81,9 @@ class World:
     def executor(self, **overrides: object) -> ComboExecutor:
         st = self.settings.strategies.model_copy(update=overrides)
         settings = self.settings.model_copy(update={"strategies": st})
-        return ComboExecutor(self.broker, self.store, self.clock, settings)
+        return ComboExecutor(
+            self.broker, self.store, self.clock, settings, net_liquidation=self.net_liquidation
+        )
 
     async def candidate(self, underlying: str = "SPY", quantity: int = 1) -> Candidate:
         now = self.clock.now()

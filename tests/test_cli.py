@@ -43,6 +43,24 @@ def test_config_check_masks_secrets(tmp_path: Path) -> None:
     assert "s3cr3t" not in result.stdout
 
 
+def test_config_check_live_banner_first_and_account_masked(tmp_path: Path) -> None:
+    live = "[broker]\nkind = 'ib'\nport = 4001\naccount = 'U7654321'\n"
+    (tmp_path / "v6.toml").write_text(live)
+    refused = v6("config", "check", cwd=tmp_path, env={"V6_BROKER__LIVE_TRADING_ENABLED": "1"})
+    assert refused.returncode == 2
+    assert "V6_BROKER__LIVE_TRADING_ENABLED" in refused.stderr
+    assert "[broker] section of the config file" in refused.stderr
+    assert "configuration OK" not in refused.stdout
+    (tmp_path / "v6.toml").write_text(live + "live_trading_enabled = true\n")
+    result = v6("config", "check", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    first = result.stdout.strip().splitlines()[:3]
+    assert any("LIVE TRADING" in line and "REAL MONEY" in line for line in first), first
+    assert "7654321" not in result.stdout
+    assert '"account": "U7****21"' in result.stdout
+    assert "configuration OK (LIVE)" in result.stdout
+
+
 def test_bad_config_is_one_clear_error_and_exit_2(tmp_path: Path) -> None:
     (tmp_path / "v6.toml").write_text("[broker]\nport = 70000\n")
     result = v6("config", "check", cwd=tmp_path)

@@ -21,7 +21,7 @@ from core.config import Settings
 from core.cycle.run import CycleRun
 from core.domain import OrderState, SecType
 from core.domain.order_refs import parse_order_ref
-from core.domain.strategies import IntentPurpose
+from core.domain.strategies import IntentPurpose, Origin, StrategyStatus
 from core.domain.timezones import MARKET_TZ
 from core.risk.breaker import Breaker, BreakerState, CycleHealth
 from core.risk.limits import (
@@ -146,12 +146,20 @@ def orders_within_caps(
                 f"order {o.order_ref}: {contracts} contracts / {notional:,.0f} USD exceeds the "
                 "hard caps per order"
             )
-    intents = store.read("order_intents", columns=["strategy_id", "purpose", "created_at"])
+    # An entry counts once it filled (opened_at) or while it may still fill (PENDING);
+    # one cancelled before any fill never held risk and does not count.
+    strategies = store.read("strategies", columns=["origin", "status", "opened_at", "created_at"])
     opens = (
-        intents.filter(pl.col("purpose") == IntentPurpose.OPEN.value)
-        .group_by("strategy_id")
-        .agg(pl.col("created_at").min())
-        .with_columns(day=pl.col("created_at").dt.convert_time_zone(MARKET_TZ.key).dt.date())
+        strategies.filter(
+            (pl.col("origin") == Origin.V6.value)
+            & (
+                pl.col("opened_at").is_not_null()
+                | (pl.col("status") == StrategyStatus.PENDING.value)
+            )
+        )
+        .with_columns(
+            day=pl.coalesce("opened_at", "created_at").dt.convert_time_zone(MARKET_TZ.key).dt.date()
+        )
         .group_by("day")
         .len()
         .filter(pl.col("len") > settings.limits.max_new_strategies_per_day)

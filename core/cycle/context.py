@@ -8,6 +8,7 @@ policy (`tasks.cycle.prefect_wrap`). Either way the composition is the same code
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -47,6 +48,7 @@ class CycleContext:
     exits_only: bool = False
     wait: Waiter | None = None  # the executor's wait; None = simulated or real by the clock
     account: str = ""  # the account in use, set by the reconcile step
+    net_liquidation: float = math.nan  # USD, set by the reconcile step (hard caps scale)
     _executor: ComboExecutor | None = field(default=None, repr=False)
 
     @classmethod
@@ -88,6 +90,7 @@ class CycleContext:
                 self.store,
                 self.clock,
                 self.settings,
+                net_liquidation=self.net_liquidation,
                 wait=self.wait,
                 account=self.account,
             )

@@ -94,6 +94,7 @@ async def reconcile_step(ctx: CycleContext) -> ReconcileStep:
     core composition as the position_reconciliation flow); read today's baseline."""
     await ctx.broker.ensure_connected()
     account = await ctx.broker.account_summary()
+    ctx.net_liquidation = account.net_liquidation  # the executor's max-loss caps scale with it
     rec = await reconcile_against_broker(
         ctx.book(), ctx.broker, ctx.settings, ctx.run_id, account=account.account or None
     )
@@ -236,7 +237,7 @@ async def entry_candidates(ctx: CycleContext, view: MarketView, rec: ReconcileSt
     deltas = _chain_deltas(chains) | view.deltas()
     rbook = risk_book(book.leg_positions(open_only=False), strategies, deltas, now)
     held = held_structures(strategies, book.legs())
-    day_contracts, day_notional = sent_today(ctx.store, now)
+    day = sent_today(ctx.store, now)
     unds = ctx.settings.universe.underlyings
     signals = EntrySignals(
         regimes=view.regimes(),
@@ -253,8 +254,9 @@ async def entry_candidates(ctx: CycleContext, view: MarketView, rec: ReconcileSt
         weights,
         now,
         bars=view.bars,
-        day_contracts=day_contracts,
-        day_notional=day_notional,
+        day_contracts=day.contracts,
+        day_notional=day.notional,
+        day_max_loss=day.max_loss,
         held=held,
     )
     record_rejections(ctx.store, plan.rejections, run_id=ctx.run_id, now=now)

@@ -26,6 +26,7 @@ from functools import reduce
 import polars as pl
 
 from core.domain import Action, ComboLeg, Contract, Execution, Quote
+from core.risk.exposure import worst_expiry_value
 
 TICK = 0.01  # options and option combos on SMART: one cent
 _EPS = 1e-9
@@ -148,7 +149,8 @@ def fill_price(
 def order_legs_frame(
     strategy_id: str, underlying: str, legs: Sequence[tuple[Contract, int]], units: int
 ) -> pl.DataFrame:
-    """The order's legs in the shape `core.risk.limits.check_hard_caps` takes."""
+    """The order's legs in the shape `core.risk.limits.check_hard_caps` takes (plus the
+    sec_type and right `order_max_loss` needs)."""
     return pl.DataFrame(
         {
             "strategy_id": [strategy_id] * len(legs),
@@ -157,6 +159,8 @@ def order_legs_frame(
             "delta": [None] * len(legs),
             "multiplier": [c.multiplier for c, _ in legs],
             "strike": [c.strike for c, _ in legs],
+            "sec_type": [c.sec_type.value for c, _ in legs],
+            "right": [c.right.value if c.right else None for c, _ in legs],
         },
         schema={
             "strategy_id": pl.String,
@@ -165,8 +169,21 @@ def order_legs_frame(
             "delta": pl.Float64,
             "multiplier": pl.Int64,
             "strike": pl.Float64,
+            "sec_type": pl.String,
+            "right": pl.String,
         },
     )
+
+
+def order_max_loss(legs: pl.DataFrame, limit_total: float) -> float:
+    """The worst loss (USD) of a combo order of `legs` (`order_legs_frame`) bought at a
+    limit of `limit_total` per point (limit price x units; negative = a credit): the premium
+    it can pay, at most the limit, minus its worst expiry value. NaN without a price."""
+    if not math.isfinite(limit_total):
+        return math.nan
+    multiplier = legs.select(pl.col("multiplier").max().cast(pl.Float64)).item()
+    worst = worst_expiry_value(legs, "strategy_id").select(pl.col("worst").min()).item()
+    return max(0.0, limit_total * float(multiplier or 0.0) - float(worst or 0.0))
 
 
 __all__ = [
@@ -179,4 +196,5 @@ __all__ = [
     "ladder_price",
     "net_legs",
     "order_legs_frame",
+    "order_max_loss",
 ]

@@ -19,8 +19,9 @@ A strategy is either fully on or not on at all, and nothing is ever sent twice:
 5. A call that starts with intents already in the book (a retry after a disconnect or
    crash) first asks the broker for each unfinished ref (`Broker.find_order`) and settles
    it; only then does anything new go out. A ref the broker has is never placed again.
-6. `check_hard_caps` runs right before every placement, with today's executed contracts
-   and notional (`intents.sent_today`).
+6. `check_hard_caps` runs right before every placement, with today's executed usage
+   (`intents.sent_today`) and the account's net liquidation the caller read (the
+   max-loss caps scale with it; unknown net liquidation refuses every risk-adding order).
 7. Orders and fills go to the book as they happen (`Book.record_order`,
    `Book.record_fills`); predictions are written when an entry fills.
 
@@ -91,6 +92,7 @@ class ComboExecutor:
         clock: Clock,
         settings: Settings,
         *,
+        net_liquidation: float,
         wait: Waiter | None = None,
         account: str = "",
     ) -> None:
@@ -98,10 +100,11 @@ class ComboExecutor:
         self.store = store
         self.clock = clock
         self.settings = settings
+        self.net_liquidation = net_liquidation
         self.book = Book(store, clock, account)
         if wait is None:
             wait = sim_waiter(clock) if isinstance(clock, SimClock) else real_wait
-        self._ladder = Ladder(broker, self.book, clock, settings, wait)
+        self._ladder = Ladder(broker, self.book, clock, settings, wait, net_liquidation)
 
     # ------------------------------------------------------------------ public API
     async def execute_entry(self, candidate: Candidate) -> ExecutionResult:

@@ -25,6 +25,10 @@ from core.domain.order_refs import OrderRef
 from core.domain.strategies import CloseReason, IntentPurpose, LegSpec, LegStatus, leg_id_for
 from core.domain.timezones import MARKET_TZ, UTC_US
 from core.reconcile import table_schema
+from core.risk.exposure import worst_expiry_value
+from core.risk.limits import DayUsage
+
+RISK_ADDING = (IntentPurpose.OPEN, IntentPurpose.ROLL)  # orders the max-loss hard caps bound
 
 
 def record_intent(book: Book, order: OrderRequest, purpose: IntentPurpose) -> OrderRef:
@@ -42,33 +46,52 @@ def strategy_intents(
     return store.read("order_intents", where=where).collect().sort("intent_seq")
 
 
-def sent_today(store: TableStore, now: datetime) -> tuple[int, float]:
-    """(contracts, notional USD) V6 executed on the market date of `now`: the day usage the
-    hard caps add an order to. Counted from broker fills (what really went out), notional
-    as |qty| x multiplier x strike like `check_hard_caps`."""
+def sent_today(store: TableStore, now: datetime) -> DayUsage:
+    """What V6 executed on the market date of `now`: the day usage the hard caps add an
+    order to. Counted from broker fills (what really went out): contracts and notional
+    (|qty| x multiplier x strike) of every fill, max loss of each entry or roll order (its
+    premium paid minus the worst expiry value of its fills, as `check_hard_caps` sees it)."""
     day = now.astimezone(MARKET_TZ).date()
     fills = (
         store.read("fills", where=pl.col("source") == "broker")
         .filter(pl.col("time").dt.convert_time_zone(MARKET_TZ.key).dt.date() == day)
-        .select("leg_id", "quantity")
+        .select("order_ref", "leg_id", "quantity", "price")
         .collect()
     )
     if fills.is_empty():
-        return 0, 0.0
-    legs = store.read("legs", columns=["leg_id", "multiplier", "strike"]).collect()
-    row = (
-        fills.join(legs, on="leg_id", how="left")
-        .select(
-            contracts=pl.col("quantity").abs().sum(),
-            notional=(
-                pl.col("quantity").abs().cast(pl.Float64)
-                * pl.col("multiplier").fill_null(100).cast(pl.Float64)
-                * pl.col("strike").fill_null(0.0)
-            ).sum(),
-        )
-        .row(0)
+        return DayUsage()
+    legs = store.read(
+        "legs", columns=["leg_id", "sec_type", "right", "multiplier", "strike"]
+    ).collect()
+    filled = fills.join(legs, on="leg_id", how="left").with_columns(
+        pl.col("multiplier").fill_null(100), pl.col("strike").fill_null(0.0)
     )
-    return int(row[0] or 0), float(row[1] or 0.0)
+    size = filled.select(
+        contracts=pl.col("quantity").abs().sum(),
+        notional=(
+            pl.col("quantity").abs().cast(pl.Float64)
+            * pl.col("multiplier").cast(pl.Float64)
+            * pl.col("strike")
+        ).sum(),
+    ).row(0)
+    risk_adding = store.read(
+        "order_intents",
+        where=pl.col("purpose").is_in([p.value for p in RISK_ADDING]),
+        columns=["order_ref"],
+    ).collect()
+    orders = filled.join(risk_adding.unique(), on="order_ref", how="semi")
+    loss = 0.0
+    if orders.height:
+        premium = orders.group_by("order_ref").agg(
+            paid=(pl.col("quantity") * pl.col("multiplier") * pl.col("price")).sum()
+        )
+        loss = float(
+            worst_expiry_value(orders, "order_ref")
+            .join(premium, on="order_ref")
+            .select((pl.col("paid") - pl.col("worst")).clip(lower_bound=0.0).sum())
+            .item()
+        )
+    return DayUsage(int(size[0] or 0), float(size[1] or 0.0), loss)
 
 
 def strategy_row(store: TableStore, strategy_id: str) -> dict[str, object] | None:

@@ -37,6 +37,7 @@ from core.execution.combo import (
     ladder_price,
     net_legs,
     order_legs_frame,
+    order_max_loss,
 )
 from core.execution.intents import record_intent, sent_today, strategy_intents
 from core.execution.results import Attempt, ExecStatus, Progress
@@ -99,13 +100,20 @@ class Ladder:
     """Sends, settles and books the orders of combo jobs (see the module doc)."""
 
     def __init__(
-        self, broker: Broker, book: Book, clock: Clock, settings: Settings, wait: Waiter
+        self,
+        broker: Broker,
+        book: Book,
+        clock: Clock,
+        settings: Settings,
+        wait: Waiter,
+        net_liquidation: float,
     ) -> None:
         self.broker = broker
         self.book = book
         self.clock = clock
         self.settings = settings
         self._wait = wait
+        self.net_liquidation = net_liquidation  # the max-loss hard caps scale with it
 
     def steps(self, job: ComboJob) -> int:
         return 0 if job.urgent else self.settings.strategies.reprice_steps
@@ -236,11 +244,15 @@ class Ladder:
         ref = make_order_ref(sid, self.book.next_intent_seq(sid), None)
         order = OrderRequest(job.bag, Action.BUY, remaining, limit_price=price, order_ref=ref)
         now = self.clock.now()
-        day_contracts, day_notional = sent_today(self.book.store, now)
+        day = sent_today(self.book.store, now)
+        legs = order_legs_frame(sid, job.underlying, job.unit_legs, remaining)
         caps = check_hard_caps(
-            order_legs_frame(sid, job.underlying, job.unit_legs, remaining),
-            day_contracts=day_contracts,
-            day_notional=day_notional,
+            legs,
+            order_max_loss=order_max_loss(legs, price * remaining),
+            net_liquidation=self.net_liquidation,
+            day_contracts=day.contracts,
+            day_notional=day.notional,
+            day_max_loss=day.max_loss,
             reduces_risk=job.reduces_risk,
         )
         if not caps.ok:

@@ -143,6 +143,44 @@ def order_size(legs: pl.DataFrame) -> tuple[int, float]:
     return int(row[0] or 0), float(row[1] or 0.0)
 
 
+FAR_FACTOR = 3.0  # stress price for legs with unbounded upside risk: 3 x the highest strike
+
+
+def worst_expiry_value(legs: pl.DataFrame, by: str) -> pl.DataFrame:
+    """The lowest value at expiry (USD) of each group of legs: columns `by`, `worst`.
+
+    `legs`: `by`, sec_type, right, strike, quantity (signed contracts), multiplier. Every
+    leg is valued at the same underlying price S (a roll's old and new expiries alike).
+    The value is piecewise linear in S, so its minimum sits at S = 0, at a strike, or on
+    the far side, taken at `FAR_FACTOR` x the highest strike. A group's max loss is then
+    the premium it paid minus `worst` (never below 0).
+    """
+    points = pl.concat(
+        [
+            legs.select(by).unique().with_columns(S=pl.lit(0.0)),
+            legs.select(by, S=pl.col("strike").cast(pl.Float64)).drop_nulls(),
+            legs.group_by(by).agg(
+                S=pl.col("strike").max().cast(pl.Float64).fill_null(0.0) * FAR_FACTOR
+            ),
+        ]
+    ).unique()
+    k, s = pl.col("strike"), pl.col("S")
+    value = (
+        pl.when(pl.col("sec_type") == "STK")
+        .then(s)
+        .when(pl.col("right") == "C")
+        .then((s - k).clip(lower_bound=0.0))
+        .otherwise((k - s).clip(lower_bound=0.0))
+    )
+    return (
+        legs.join(points, on=by)
+        .group_by(by, "S")
+        .agg(v=(pl.col("quantity") * pl.col("multiplier") * value).sum())
+        .group_by(by)
+        .agg(worst=pl.col("v").min())
+    )
+
+
 def daily_returns(
     bars: pl.DataFrame | pl.LazyFrame,
     symbols: Sequence[str],

@@ -10,8 +10,13 @@ measure strictly smaller than it was (it reduces delta that is already over the 
 not refused by that measure: refusing it would keep the book riskier.
 
 Hard caps (`HARD_CAPS`) are module constants, not settings: no configuration, file or
-environment variable can raise or disable them. `check_hard_caps` is meant to be called
-again right before an order goes to the broker.
+environment variable can raise or disable them. Two are absolute (contracts and notional
+per order and per market day, whatever the account); two scale with the account: an
+order's max loss at most `MAX_LOSS_PER_ORDER_PCT` % of net liquidation, the max loss of
+the market day's risk-adding orders at most `MAX_LOSS_PER_DAY_PCT` %. With the net
+liquidation unknown (NaN, <= 0) the max-loss caps refuse every order that adds risk: no
+entries on an account V6 cannot size. `check_hard_caps` is meant to be called again right
+before an order goes to the broker.
 """
 
 from __future__ import annotations
@@ -43,12 +48,18 @@ MAX_CONTRACTS_PER_ORDER = 50
 MAX_NOTIONAL_PER_ORDER = 5_000_000.0  # USD, sum |qty| * multiplier * strike
 MAX_CONTRACTS_PER_DAY = 500
 MAX_NOTIONAL_PER_DAY = 50_000_000.0  # USD
+# A careful trader risks a few % per trade; V6's soft limits bound the book far below
+# these. They are the backstop against a bug or a loosened config, sized to the account.
+MAX_LOSS_PER_ORDER_PCT = 10.0  # an order's max loss, % of net liquidation
+MAX_LOSS_PER_DAY_PCT = 25.0  # the market day's risk-adding orders' max loss, % of net liq
 HARD_CAPS: MappingProxyType[str, float] = MappingProxyType(
     {
         "hard_contracts_per_order": MAX_CONTRACTS_PER_ORDER,
         "hard_notional_per_order": MAX_NOTIONAL_PER_ORDER,
+        "hard_max_loss_per_order": MAX_LOSS_PER_ORDER_PCT,
         "hard_contracts_per_day": MAX_CONTRACTS_PER_DAY,
         "hard_notional_per_day": MAX_NOTIONAL_PER_DAY,
+        "hard_max_loss_per_day": MAX_LOSS_PER_DAY_PCT,
     }
 )
 
@@ -142,6 +153,15 @@ def candidate_book(legs: pl.DataFrame, strategy: pl.DataFrame) -> Book:
 
 
 @dataclass(frozen=True)
+class DayUsage:
+    """What V6 already sent on a market day, which the day hard caps add an order to."""
+
+    contracts: int = 0
+    notional: float = 0.0  # USD, sum |qty| x multiplier x strike
+    max_loss: float = 0.0  # USD, of the risk-adding orders (entries, rolls)
+
+
+@dataclass(frozen=True)
 class LimitResult:
     """All checks for one candidate (one row each, `CHECK_SCHEMA`)."""
 
@@ -193,6 +213,7 @@ def check_limits(
     bars: pl.DataFrame | pl.LazyFrame | None = None,
     day_contracts: int = 0,
     day_notional: float = 0.0,
+    day_max_loss: float = 0.0,
 ) -> LimitResult:
     """Every portfolio limit and hard cap for `candidate` (one strategy) against `book`.
 
@@ -207,18 +228,17 @@ def check_limits(
       book's own figure (the broker's may lag a fill), plus the candidate's, % of net liq.
     - open_strategies / new_strategies_today (market date of `now`, closed ones count).
     - hard caps on the candidate's order and the day's totals (`day_contracts`,
-      `day_notional` = what was already sent today).
+      `day_notional`, `day_max_loss` = what was already sent today).
+
+    An unknown net liquidation (NaN, <= 0) makes every "% of net liquidation" value
+    unknown, which refuses the candidate (no entries on an account V6 cannot size).
     """
-    if not (math.isfinite(account.net_liquidation) and account.net_liquidation > 0):
-        raise ValueError(
-            f"account.net_liquidation must be > 0 to check limits, got {account.net_liquidation!r}"
-        )
     if candidate.strategies.height != 1:
         raise ValueError(
             f"candidate: expected exactly 1 strategy, got {candidate.strategies.height}; "
             "build it with candidate_book()"
         )
-    net_liq = float(account.net_liquidation)
+    net_liq = _known_net_liq(account.net_liquidation)
     cand = candidate.strategies.row(0, named=True)
     sid, und = cand["strategy_id"], cand["underlying"]
     open_s = book.open_strategies
@@ -333,7 +353,12 @@ def check_limits(
 
     checks = pl.DataFrame(rows, schema=CHECK_SCHEMA)
     hard = check_hard_caps(
-        candidate.legs, day_contracts=day_contracts, day_notional=day_notional
+        candidate.legs,
+        order_max_loss=cand_loss,
+        net_liquidation=net_liq,
+        day_contracts=day_contracts,
+        day_notional=day_notional,
+        day_max_loss=day_max_loss,
     ).checks
     return LimitResult(sid, und, pl.concat([checks, hard]))
 
@@ -341,20 +366,36 @@ def check_limits(
 def check_hard_caps(
     order_legs: pl.DataFrame,
     *,
+    order_max_loss: float,
+    net_liquidation: float,
     day_contracts: int,
     day_notional: float,
+    day_max_loss: float,
     reduces_risk: bool = False,
 ) -> LimitResult:
     """The hard caps for one order; they take no settings, so nothing can raise them.
 
-    `day_contracts` / `day_notional` are what was already sent today. An order that only
-    reduces risk (`reduces_risk=True`, a closing order) is still bound by the per-order
-    caps, but not refused by the day caps: refusing an exit would leave more risk on.
+    `order_max_loss` is the order's worst loss in USD (NaN = unknown, refused);
+    `day_contracts` / `day_notional` / `day_max_loss` are what was already sent today.
+    An order that only reduces risk (`reduces_risk=True`, a closing order) is still bound
+    by the per-order contract and notional caps, but not refused by the day caps nor the
+    max-loss caps: refusing an exit would leave more risk on.
     """
-    if day_contracts < 0 or not math.isfinite(day_notional) or day_notional < 0:
+    if (
+        day_contracts < 0
+        or not (math.isfinite(day_notional) and day_notional >= 0)
+        or not (math.isfinite(day_max_loss) and day_max_loss >= 0)
+    ):
         raise ValueError(
-            f"day_contracts ({day_contracts}) and day_notional ({day_notional}) must be >= 0"
+            f"day_contracts ({day_contracts}), day_notional ({day_notional}) and "
+            f"day_max_loss ({day_max_loss}) must be finite and >= 0"
         )
+    net_liq = _known_net_liq(net_liquidation)
+    liq_note = (
+        f"of net liquidation {net_liq:,.2f} USD"
+        if math.isfinite(net_liq)
+        else f"net liquidation unknown ({net_liquidation!r})"
+    )
     legs = conform(order_legs, LEG_SCHEMA, "order legs")
     if legs.is_empty():
         raise ValueError("order legs: empty order")
@@ -386,6 +427,17 @@ def check_hard_caps(
             hard=True,
         ),
         _row(
+            "hard_max_loss_per_order",
+            "order",
+            0.0,
+            _pct(order_max_loss, net_liq),
+            MAX_LOSS_PER_ORDER_PCT,
+            PCT_NET_LIQ,
+            f"max loss {order_max_loss:,.2f} USD {liq_note}{day_note}",
+            hard=True,
+            enforce=not reduces_risk,
+        ),
+        _row(
             "hard_contracts_per_day",
             "day",
             day_contracts,
@@ -404,6 +456,17 @@ def check_hard_caps(
             MAX_NOTIONAL_PER_DAY,
             "USD",
             f"{day_notional:,.2f} USD already sent today{day_note}",
+            hard=True,
+            enforce=not reduces_risk,
+        ),
+        _row(
+            "hard_max_loss_per_day",
+            "day",
+            _pct(day_max_loss, net_liq),
+            _pct(day_max_loss + order_max_loss, net_liq),
+            MAX_LOSS_PER_DAY_PCT,
+            PCT_NET_LIQ,
+            f"max loss {day_max_loss:,.2f} USD already sent today {liq_note}{day_note}",
             hard=True,
             enforce=not reduces_risk,
         ),
@@ -458,6 +521,13 @@ def _pct(amount: float, net_liq: float) -> float:
     return amount * 100.0 / net_liq  # multiply first: 40000*100/100000 is exactly 40.0
 
 
+def _known_net_liq(value: float) -> float:
+    """The net liquidation, or NaN when it is unknown or absurd (every % of it is then
+    unknown, and unknown risk is refused)."""
+    v = float(value)
+    return v if math.isfinite(v) and v > 0 else math.nan
+
+
 def _correlated_group(
     target: str,
     held: list[str],
@@ -509,9 +579,12 @@ __all__ = [
     "HARD_CAPS",
     "MAX_CONTRACTS_PER_DAY",
     "MAX_CONTRACTS_PER_ORDER",
+    "MAX_LOSS_PER_DAY_PCT",
+    "MAX_LOSS_PER_ORDER_PCT",
     "MAX_NOTIONAL_PER_DAY",
     "MAX_NOTIONAL_PER_ORDER",
     "Book",
+    "DayUsage",
     "LimitResult",
     "candidate_book",
     "check_hard_caps",

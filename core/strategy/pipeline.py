@@ -104,17 +104,16 @@ def risk_book(
       extremes sit on those points), net of the premium the fills paid or received.
       A PENDING strategy gets no premium credit (conservative). Buying power = max loss
       (defined-risk spreads).
-    - Strategies opened (or created) today are kept even when closed, for the
-      new-strategies-per-day count.
+    - Strategies that filled today (opened_at) are kept even when closed, for the
+      new-strategies-per-day count; entries that never filled (cancelled) do not count.
     """
     day = now.astimezone(MARKET_TZ).date()
     s = strategies.with_columns(
         _opened=pl.coalesce("opened_at", "created_at"),
         _live=pl.col("status").is_in(list(_LIVE)),
     )
-    keep = s.filter(
-        pl.col("_live") | (pl.col("_opened").dt.convert_time_zone(MARKET_TZ.key).dt.date() == day)
-    )
+    filled_today = pl.col("opened_at").dt.convert_time_zone(MARKET_TZ.key).dt.date() == day
+    keep = s.filter(pl.col("_live") | filled_today)
     legs = (
         positions.drop("underlying", "strategy_quantity", strict=False)
         .join(
@@ -193,13 +192,14 @@ def plan_entries(
     bars: pl.DataFrame | pl.LazyFrame | None = None,
     day_contracts: int = 0,
     day_notional: float = 0.0,
+    day_max_loss: float = 0.0,
     held: pl.DataFrame | None = None,
 ) -> EntryPlan:
     """Candidates that pass every limit, best first (pure: no I/O, no broker).
 
     `book`: the current risk book (`core.risk.limits.Book`); `bars`: daily/underlying
-    bars for the correlation limit; `day_contracts`/`day_notional`: already sent today
-    (hard caps); `held`: `HELD_SCHEMA` (see `held_structures`) for duplicate checks.
+    bars for the correlation limit; `day_contracts`/`day_notional`/`day_max_loss`: already
+    sent today (hard caps); `held`: `HELD_SCHEMA` (see `held_structures`) for duplicate checks.
     """
     if now.tzinfo is None:
         raise ValueError(f"now={now!r} is naive; pass a tz-aware UTC datetime")
@@ -258,6 +258,7 @@ def plan_entries(
             bars=bars,
             day_contracts=day_contracts,
             day_notional=day_notional,
+            day_max_loss=day_max_loss,
         )
         if not result.ok:
             log.info("entry %s refused: %s", cand.describe(), result.describe())
@@ -273,6 +274,7 @@ def plan_entries(
         contracts, notional = order_size(cbook.legs)
         day_contracts += contracts
         day_notional += notional
+        day_max_loss += cand.max_loss
     return EntryPlan(accepted, rejections, pl.DataFrame(skipped, schema=SKIPPED_SCHEMA), cset)
 
 

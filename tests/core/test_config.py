@@ -160,3 +160,93 @@ def test_example_file_is_valid_and_complete(no_config: Path) -> None:
     assert example.read_text() == render_example_toml(), (
         "v6.example.toml is out of date: regenerate it with `v6 config example > v6.example.toml`"
     )
+
+
+@pytest.mark.parametrize(
+    ("toml", "key", "shown", "allowed"),
+    [
+        ("[limits]\nmax_portfolio_delta = inf", "limits.max_portfolio_delta", "inf",
+         "0 < value <= 1000"),
+        ("[limits]\nmax_underlying_delta = nan", "limits.max_underlying_delta", "nan",
+         "0 < value <= 1000"),
+        ("[strategies]\ncontracts_per_entry = 1000000", "strategies.contracts_per_entry",
+         "1000000", "1 <= value <= 25"),
+        ("[strategies]\nwing_width = {SPY = 1e9}", "strategies.wing_width.SPY",
+         "1000000000.0", "0 < value <= 500"),
+        ("[rules]\nprofit_target_pct = {normal = inf}", "rules.profit_target_pct.normal",
+         "inf", "0 < value <= 100"),
+        ("[limits]\nmax_new_strategies_per_day = 101", "limits.max_new_strategies_per_day",
+         "101", "0 <= value <= 100"),
+        ("[breaker]\ndaily_loss_pct = 50", "breaker.daily_loss_pct", "50", "0 < value <= 20"),
+        ("[broker]\nconnect_timeout_s = -inf", "broker.connect_timeout_s", "-inf",
+         "0 < value <= 300"),
+        ("[storage]\ncommit_backoff_s = inf", "storage.commit_backoff_s", "inf", "0 < value"),
+    ],
+)  # fmt: skip
+def test_a_limit_cannot_be_switched_off_by_inf_or_a_huge_value(
+    no_config: Path, toml: str, key: str, shown: str, allowed: str
+) -> None:
+    cfg = write(no_config / "v6.toml", toml)
+    with pytest.raises(ConfigError) as exc:
+        load_settings(cfg)
+    [line] = problems(exc)
+    assert line.startswith(f"{key}: ")
+    assert f"(got {shown})" in line
+    assert line.endswith(f"allowed range: {allowed}")
+
+
+def test_every_number_of_the_guarded_sections_is_bounded_both_ways() -> None:
+    """Limits, strategy, rules, breaker and broker numbers: finite and with an upper bound."""
+    from core.config import (
+        BreakerSettings,
+        BrokerSettings,
+        LimitSettings,
+        RuleSettings,
+        StrategySettings,
+        allowed_range,
+        field_bounds,
+    )
+
+    unbounded = []
+    for model in (LimitSettings, StrategySettings, RuleSettings, BreakerSettings, BrokerSettings):
+        assert model.model_config.get("allow_inf_nan") is False
+        for name, info in model.model_fields.items():
+            if info.annotation in (int, float) or name in ("wing_width", "profit_target_pct"):
+                bounds = allowed_range(field_bounds(info))
+                has_low = " < value" in bounds or " <= value" in bounds
+                if not (has_low and "value <" in bounds):
+                    unbounded.append(f"{model.__name__}.{name}: {bounds!r}")
+    assert unbounded == []
+
+
+def test_environment_alone_cannot_enable_live_trading(
+    no_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    live = "[broker]\nkind = 'ib'\nport = 4001\n"
+    cfg = write(no_config / "v6.toml", live)
+    monkeypatch.setenv("V6_BROKER__LIVE_TRADING_ENABLED", "1")
+    for path in (cfg, None):
+        with pytest.raises(ConfigError) as exc:
+            load_settings(path)
+        [line] = problems(exc)
+        assert "V6_BROKER__LIVE_TRADING_ENABLED" in line
+        assert "live_trading_enabled = true in the [broker] section of the config file" in line
+    cfg.unlink()
+    with pytest.raises(ConfigError):  # no file at all: the environment alone is refused too
+        load_settings()
+    opted = write(no_config / "o.toml", live + "live_trading_enabled = true\n")
+    assert load_settings(opted).broker.is_live  # the file opts in; the environment agrees
+    monkeypatch.setenv("V6_BROKER__LIVE_TRADING_ENABLED", "false")
+    with pytest.raises(ConfigError, match="LIVE account"):  # the environment may switch it off
+        load_settings(opted)
+
+
+def test_account_id_is_masked_in_display(no_config: Path) -> None:
+    from core.config import mask_account
+
+    cfg = write(no_config / "v6.toml", "[broker]\naccount = 'DU1234567'\n")
+    s = load_settings(cfg)
+    assert s.broker.account == "DU1234567"
+    assert s.masked()["broker"]["account"] == "DU*****67"
+    assert "1234567" not in str(s.masked())
+    assert mask_account("U1234") == "*****"

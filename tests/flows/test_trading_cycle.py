@@ -124,7 +124,10 @@ class World:
         now = self.exchange.market.clock.now()
         chain = await snapshot_chain(sim, "SPY", settings.strategies, now)
         cand = build_candidates(chain, now, settings).eligible[0]
-        ex = ComboExecutor(sim, self.store(), self.exchange.market.clock, settings)
+        ex = ComboExecutor(
+            sim, self.store(), self.exchange.market.clock, settings,
+            net_liquidation=settings.sim.net_liquidation,
+        )  # fmt: skip
         result = await ex.execute_entry(cand)
         assert result.status is ExecStatus.FILLED
         return result.strategy_id

@@ -54,7 +54,10 @@ def executor(
         gateway.advance(timedelta(seconds=seconds))  # simulated time; pushes fills
         await asyncio.sleep(0)
 
-    return ComboExecutor(broker, store, gateway.exchange.market.clock, settings, wait=wait)
+    return ComboExecutor(
+        broker, store, gateway.exchange.market.clock, settings,
+        net_liquidation=settings.sim.net_liquidation, wait=wait,
+    )  # fmt: skip
 
 
 def orders(exchange: SimExchange) -> list[OrderState]:

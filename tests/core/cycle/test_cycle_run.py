@@ -76,7 +76,10 @@ class World:
         now = self.clock.now()
         chain = await snapshot_chain(sim, "SPY", settings.strategies, now)
         cand = build_candidates(chain, now, settings).eligible[0]
-        ex = ComboExecutor(sim, DeltaStore(self.root), self.clock, settings)
+        ex = ComboExecutor(
+            sim, DeltaStore(self.root), self.clock, settings,
+            net_liquidation=settings.sim.net_liquidation,
+        )  # fmt: skip
         result = await ex.execute_entry(cand.with_quantity(quantity))
         assert result.status is ExecStatus.FILLED
         return result.strategy_id
@@ -183,6 +186,7 @@ async def test_close_reduce_and_roll_are_worked_as_combos(world: World) -> None:
         Gate(GateMode.NORMAL, None, "test"),
     )  # fmt: skip
     await ctx.broker.connect()
+    ctx.net_liquidation = rt.settings.sim.net_liquidation  # the reconcile step's reading
     view = await market_data(ctx)
     rules = await exit_rules(ctx, view)
     assert rules.run is not None and rules.data_points == 3

@@ -16,6 +16,7 @@ from core.domain import Action, OrderRequest, OrderStatus, SecType
 from core.domain.order_refs import make_order_ref
 from core.domain.strategies import IntentPurpose, StrategyStatus
 from core.execution.combo import combo_contract
+from core.execution.intents import sent_today
 from core.execution.results import ExecStatus
 from core.risk.limits import MAX_CONTRACTS_PER_ORDER
 from core.strategy.candidates import build_candidates
@@ -245,6 +246,40 @@ async def test_hard_cap_blocks_the_order_before_it_is_sent() -> None:
     assert result.hard_caps.rejections["limit"].to_list() == ["hard_contracts_per_order"]
     assert world.orders() == [] and world.broker.placed == []
     assert table(world, "order_intents").is_empty()
+
+
+@pytest.mark.parametrize(
+    ("net_liq_per_max_loss", "sent"),
+    [(20.0, True), (5.0, False), (math.nan, False), (0.0, False)],
+)
+async def test_max_loss_hard_cap_scales_with_the_net_liquidation_given(
+    net_liq_per_max_loss: float, sent: bool
+) -> None:
+    """10 % of net liquidation per order: a condor risking 5 % goes out, one risking 20 %
+    (or on an account whose size is unknown) is blocked before anything is sent."""
+    world = await make_world()
+    cand = await world.candidate()
+    world.net_liquidation = net_liq_per_max_loss * cand.max_loss
+    result = await world.executor().execute_entry(cand)
+    if sent:
+        assert result.status is ExecStatus.FILLED
+        return
+    assert result.status is ExecStatus.BLOCKED
+    assert result.hard_caps is not None
+    assert "hard_max_loss_per_order" in result.hard_caps.rejections["limit"].to_list()
+    assert world.orders() == [] and world.broker.placed == []
+
+
+async def test_day_usage_counts_the_filled_entry_max_loss() -> None:
+    world = await make_world()
+    cand = await world.candidate(quantity=2)
+    result = await world.executor().execute_entry(cand)
+    assert result.status is ExecStatus.FILLED
+    day = sent_today(world.store, world.clock.now())
+    assert day.contracts == 4 * 2
+    # a condor loses at most its wider wing less the credit it took, per unit
+    assert day.max_loss == pytest.approx((cand.width + result.avg_price) * 100 * 2)
+    assert 0 < day.max_loss < cand.width * 100 * 2
 
 
 async def test_a_rejected_order_cancels_the_entry() -> None:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import polars as pl
 import pytest
 from exec_world import make_world
 
+from core.config import LimitSettings
+from core.domain import AccountSummary
 from core.execution.results import ExecStatus
+from core.risk.limits import candidate_book, check_limits
 from core.strategy.pipeline import held_structures, risk_book
 
 
@@ -70,3 +75,34 @@ async def test_risk_book_reflects_fills_pending_entries_and_closes() -> None:
     assert closed["closed_at"].is_not_null().all()
     assert cand.strategy_id not in rb2.open_strategies["strategy_id"].to_list()
     assert cand.strategy_id not in rb2.open_legs["strategy_id"].to_list()
+
+
+async def test_only_entries_that_filled_count_toward_new_strategies_per_day() -> None:
+    """An entry that never filled (cancelled) is not a new strategy; one that filled counts
+    for the day even after it closed."""
+    world = await make_world()
+    cand = await world.candidate()
+    filled = await world.executor().execute_entry(cand)
+    assert filled.status is ExecStatus.FILLED
+    assert (await world.executor().execute_exit(cand.strategy_id)).status is ExecStatus.FILLED
+    other = (await world.candidate()).with_nonce(1, world.clock.now().date())
+    floor = math.ceil(other.credit / other.width * 100 + 5) / 100  # above the mid: no order
+    unfilled = await world.executor(min_credit_to_width=floor).execute_entry(other)
+    assert unfilled.status is ExecStatus.NO_PRICE
+    ex = world.executor()
+    status = dict(ex.book.strategies().select("strategy_id", "status").iter_rows())
+    assert status == {cand.strategy_id: "CLOSED", other.strategy_id: "CANCELLED"}
+
+    now = world.clock.now()
+    rb = risk_book(ex.book.leg_positions(open_only=False), ex.book.strategies(), {}, now)
+    assert rb.strategies["strategy_id"].to_list() == [cand.strategy_id]
+    legs, strat = (await world.candidate()).with_nonce(2, now.date()).limit_frames(now)
+    result = check_limits(
+        rb,
+        candidate_book(legs, strat),
+        AccountSummary("DU0000001", 100_000.0, 200_000.0, 100_000.0, 0.0),
+        LimitSettings(max_new_strategies_per_day=2),
+        now,
+    )
+    day = result.checks.filter(pl.col("limit") == "new_strategies_today").row(0, named=True)
+    assert (day["current"], day["with_candidate"], day["ok"]) == (1.0, 2.0, True)

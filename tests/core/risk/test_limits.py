@@ -20,6 +20,8 @@ from core.risk.limits import (
     HARD_CAPS,
     MAX_CONTRACTS_PER_DAY,
     MAX_CONTRACTS_PER_ORDER,
+    MAX_LOSS_PER_DAY_PCT,
+    MAX_LOSS_PER_ORDER_PCT,
     MAX_NOTIONAL_PER_DAY,
     MAX_NOTIONAL_PER_ORDER,
     Book,
@@ -147,8 +149,10 @@ def test_empty_book_small_candidate_passes_every_check() -> None:
         "new_strategies_today",
         "hard_contracts_per_order",
         "hard_notional_per_order",
+        "hard_max_loss_per_order",
         "hard_contracts_per_day",
         "hard_notional_per_day",
+        "hard_max_loss_per_day",
     ]
 
 
@@ -203,13 +207,13 @@ def test_unknown_delta_is_refused_not_treated_as_zero() -> None:
 
 
 def test_concentration_rejects_breach_and_accepts_at_cap() -> None:
-    b = book(s("a", "SPY", max_loss=30_000.0))
-    bad = run(b, candidate("SPY", max_loss=10_001.0))
+    b = book(s("a", "SPY", max_loss=31_000.0))
+    bad = run(b, candidate("SPY", max_loss=9_001.0))
     assert rejected(bad) == ["concentration"]
     r = row(bad, "concentration")
-    assert (r["current"], r["with_candidate"], r["cap"]) == (30.0, 40.001, 40.0)
+    assert (r["current"], r["with_candidate"], r["cap"]) == (31.0, 40.001, 40.0)
     assert r["unit"] == "% of net liquidation"
-    assert run(b, candidate("SPY", max_loss=10_000.0)).ok  # exactly 40% is allowed
+    assert run(b, candidate("SPY", max_loss=9_000.0)).ok  # exactly 40% is allowed
 
 
 # -- correlation ---------------------------------------------------------------------------------
@@ -244,20 +248,20 @@ def synthetic_bars(days: int = 30, seed: int = 3) -> pl.DataFrame:
     return pl.concat(frames).with_columns(pl.col("ts").cast(UTC_US))
 
 
-CORR_BOOK = [s("q", "QQQ", max_loss=30_000.0), s("i", "IWM", max_loss=30_000.0)]
+CORR_BOOK = [s("q", "QQQ", max_loss=51_000.0), s("i", "IWM", max_loss=30_000.0)]
 
 
 def test_correlated_underlyings_count_together() -> None:
     bars = synthetic_bars()
-    bad = run(book(*CORR_BOOK), candidate("SPY", max_loss=30_001.0), bars=bars)
+    bad = run(book(*CORR_BOOK), candidate("SPY", max_loss=9_001.0), bars=bars)
     assert rejected(bad) == ["correlated_exposure"]
     r = row(bad, "correlated_exposure")
     # SPY + QQQ (correlated); IWM (independent) is not in the group
-    assert (r["current"], r["with_candidate"], r["cap"]) == (30.0, 60.001, 60.0)
+    assert (r["current"], r["with_candidate"], r["cap"]) == (51.0, 60.001, 60.0)
     assert "SPY, QQQ" in r["detail"] and "IWM" not in r["detail"].split("USD")[0]
     assert "QQQ corr +0.9" in r["detail"]
-    assert row(bad, "concentration")["ok"]  # SPY alone is 30%
-    assert run(book(*CORR_BOOK), candidate("SPY", max_loss=30_000.0), bars=bars).ok
+    assert row(bad, "concentration")["ok"]  # SPY alone is 9%
+    assert run(book(*CORR_BOOK), candidate("SPY", max_loss=9_000.0), bars=bars).ok
 
 
 def test_correlation_from_the_store_bars_table(store_root: Path) -> None:
@@ -270,14 +274,14 @@ def test_correlation_from_the_store_bars_table(store_root: Path) -> None:
     )
     store.append("underlying_bars", bars)
     lazy = store.read("underlying_bars")
-    bad = run(book(*CORR_BOOK), candidate("SPY", max_loss=30_001.0), bars=lazy)
+    bad = run(book(*CORR_BOOK), candidate("SPY", max_loss=9_001.0), bars=lazy)
     assert rejected(bad) == ["correlated_exposure"]
 
 
 def test_without_enough_bars_exposure_is_assumed_correlated() -> None:
     result = run(book(*CORR_BOOK), candidate("SPY", max_loss=10_000.0))  # no bars at all
     r = row(result, "correlated_exposure")
-    assert not r["ok"] and r["with_candidate"] == 70.0
+    assert not r["ok"] and r["with_candidate"] == 91.0
     assert "IWM assumed correlated (0 returns < 10)" in r["detail"]
 
 
@@ -359,13 +363,75 @@ def test_hard_day_caps() -> None:
     assert rejected(bad) == ["hard_notional_per_day"]
 
 
+def hard(legs: pl.DataFrame, **kw: Any) -> LimitResult:
+    args: dict[str, Any] = {
+        "order_max_loss": 1_000.0,
+        "net_liquidation": 100_000.0,
+        "day_contracts": 0,
+        "day_notional": 0.0,
+        "day_max_loss": 0.0,
+    }
+    return check_hard_caps(legs, **(args | kw))
+
+
 def test_closing_order_is_not_refused_by_day_caps_but_is_by_order_caps() -> None:
     legs = candidate(qty=50, strike=10.0).legs
-    closing = check_hard_caps(legs, day_contracts=10_000, day_notional=1e12, reduces_risk=True)
+    closing = hard(
+        legs, day_contracts=10_000, day_notional=1e12, day_max_loss=1e9, order_max_loss=1e9,
+        net_liquidation=float("nan"), reduces_risk=True,
+    )  # fmt: skip
     assert closing.ok and "not enforced" in row(closing, "hard_contracts_per_day")["detail"]
-    assert not check_hard_caps(legs, day_contracts=10_000, day_notional=0.0).ok
+    assert "not enforced" in row(closing, "hard_max_loss_per_order")["detail"]
+    assert not hard(legs, day_contracts=10_000).ok
     too_big = candidate(qty=51, strike=10.0).legs
-    assert not check_hard_caps(too_big, day_contracts=0, day_notional=0.0, reduces_risk=True).ok
+    assert not hard(too_big, reduces_risk=True).ok
+
+
+@pytest.mark.parametrize(
+    ("net_liq", "max_loss", "ok"),
+    [
+        (100_000.0, 10_000.0, True),  # exactly 10 % of net liquidation
+        (100_000.0, 10_000.01, False),
+        (100_000.0, 9_999.99, True),
+        (1_000_000.0, 100_000.0, True),  # the cap scales with the account
+        (1_000_000.0, 100_000.01, False),
+        (10_000.0, 1_000.01, False),  # a small account: a small order is already too big
+    ],
+)
+def test_hard_max_loss_per_order_scales_with_net_liquidation(
+    net_liq: float, max_loss: float, ok: bool
+) -> None:
+    result = run(Book.empty(), candidate(max_loss=max_loss), account(net_liq=net_liq))
+    assert rejected(result) == ([] if ok else ["hard_max_loss_per_order"])
+    r = row(result, "hard_max_loss_per_order")
+    assert (r["cap"], r["hard"], r["unit"]) == (
+        MAX_LOSS_PER_ORDER_PCT,
+        True,
+        "% of net liquidation",
+    )
+    assert r["with_candidate"] == pytest.approx(max_loss * 100 / net_liq)
+
+
+@pytest.mark.parametrize(
+    ("day_max_loss", "ok"), [(20_000.0, True), (20_000.01, False), (19_999.99, True)]
+)
+def test_hard_max_loss_per_day_counts_what_was_already_sent(day_max_loss: float, ok: bool) -> None:
+    # 25 % of 100,000 = 25,000: 20,000 already sent today + this order's 5,000
+    result = run(Book.empty(), candidate(max_loss=5_000.0), day_max_loss=day_max_loss)
+    assert rejected(result) == ([] if ok else ["hard_max_loss_per_day"])
+    r = row(result, "hard_max_loss_per_day")
+    assert r["cap"] == MAX_LOSS_PER_DAY_PCT
+    assert r["current"] == pytest.approx(day_max_loss / 1_000)
+
+
+@pytest.mark.parametrize("net_liq", [0.0, -5.0, float("nan"), float("inf")])
+def test_unknown_net_liquidation_refuses_every_entry(net_liq: float) -> None:
+    result = run(Book.empty(), candidate(max_loss=1.0), account(net_liq=net_liq))
+    assert not result.ok
+    assert {"hard_max_loss_per_order", "hard_max_loss_per_day", "concentration"} <= set(
+        rejected(result)
+    )
+    assert "net liquidation unknown" in row(result, "hard_max_loss_per_order")["detail"]
 
 
 def test_no_configuration_can_raise_the_hard_caps(
@@ -382,21 +448,26 @@ def test_no_configuration_can_raise_the_hard_caps(
     assert dict(HARD_CAPS) == {
         "hard_contracts_per_order": MAX_CONTRACTS_PER_ORDER,
         "hard_notional_per_order": MAX_NOTIONAL_PER_ORDER,
+        "hard_max_loss_per_order": MAX_LOSS_PER_ORDER_PCT,
         "hard_contracts_per_day": MAX_CONTRACTS_PER_DAY,
         "hard_notional_per_day": MAX_NOTIONAL_PER_DAY,
+        "hard_max_loss_per_day": MAX_LOSS_PER_DAY_PCT,
     }
-    # the loosest configuration still hits the hard cap
+    # the loosest configuration still hits the hard caps
     loose = LimitSettings(
-        max_portfolio_delta=1e9,
-        max_underlying_delta=1e9,
+        max_portfolio_delta=1000,
+        max_underlying_delta=1000,
         max_concentration_pct=100,
         max_correlated_exposure_pct=100,
         max_buying_power_pct=100,
-        max_open_strategies=10**6,
-        max_new_strategies_per_day=10**6,
+        max_open_strategies=500,
+        max_new_strategies_per_day=100,
     )
     result = check_limits(Book.empty(), candidate(qty=51, strike=1.0), account(), loose, NOW)
     assert rejected(result) == ["hard_contracts_per_order"]
+    big = candidate(max_loss=10_001.0, buying_power=10_001.0)
+    result = check_limits(Book.empty(), big, account(), loose, NOW)
+    assert rejected(result) == ["hard_max_loss_per_order"]
 
 
 # -- recording and input errors -------------------------------------------------------------------
@@ -404,7 +475,7 @@ def test_no_configuration_can_raise_the_hard_caps(
 
 def test_rejections_are_recorded_once(store_root: Path) -> None:
     store = DeltaStore(store_root)
-    bad = run(book(s("a", "SPY", max_loss=30_000.0)), candidate("SPY", max_loss=20_000.0))
+    bad = run(book(s("a", "SPY", max_loss=35_000.0)), candidate("SPY", max_loss=10_000.0))
     good = run(Book.empty(), candidate())
     first = record_rejections(store, [bad, good], run_id="run-1", now=NOW)
     assert first.rows_inserted == 1
@@ -416,8 +487,8 @@ def test_rejections_are_recorded_once(store_root: Path) -> None:
         "limit": "concentration",
         "scope": "SPY",
     }
-    assert (stored["current"], stored["with_candidate"], stored["cap"]) == (30.0, 50.0, 40.0)
-    assert "concentration[SPY]: 30 -> 50 > cap 40 % of net liquidation" in bad.describe()
+    assert (stored["current"], stored["with_candidate"], stored["cap"]) == (35.0, 45.0, 40.0)
+    assert "concentration[SPY]: 35 -> 45 > cap 40 % of net liquidation" in bad.describe()
 
 
 def test_bad_inputs_name_the_column() -> None:
@@ -433,5 +504,3 @@ def test_bad_inputs_name_the_column() -> None:
             pl.concat([c.legs, c.legs]),
             pl.concat([c.strategies, c.strategies.with_columns(strategy_id=pl.lit("x"))]),
         )
-    with pytest.raises(ValueError, match="net_liquidation must be > 0"):
-        run(Book.empty(), c, account(net_liq=0.0))

@@ -3,6 +3,7 @@ entries are admitted against the book including this cycle's earlier entries."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -24,13 +25,13 @@ from core.strategy.pipeline import HELD_SCHEMA, EntryPlan, plan_entries
 
 ACCOUNT = AccountSummary("DU0000001", 100_000.0, 200_000.0, 90_000.0, 0.0)
 LOOSE_LIMITS: dict[str, Any] = {
-    "max_portfolio_delta": 1e6,
-    "max_underlying_delta": 1e6,
+    "max_portfolio_delta": 1000.0,
+    "max_underlying_delta": 1000.0,
     "max_concentration_pct": 100.0,
     "max_correlated_exposure_pct": 100.0,
     "max_buying_power_pct": 100.0,
-    "max_open_strategies": 1000,
-    "max_new_strategies_per_day": 1000,
+    "max_open_strategies": 500,
+    "max_new_strategies_per_day": 100,
 }
 LIMIT_FIELDS = {
     "portfolio_delta": "max_portfolio_delta",
@@ -78,9 +79,14 @@ def held_book() -> Book:
     return Book(legs, strategies)
 
 
-def plan(settings: Settings, book: Book | None = None, **kw: Any) -> EntryPlan:
+def plan(
+    settings: Settings,
+    book: Book | None = None,
+    account: AccountSummary = ACCOUNT,
+    **kw: Any,
+) -> EntryPlan:
     return plan_entries(
-        synthetic_chain(), book or held_book(), ACCOUNT, settings, None, None, NOW, **kw
+        synthetic_chain(), book or held_book(), account, settings, None, None, NOW, **kw
     )
 
 
@@ -132,13 +138,17 @@ def test_correlated_exposure_counts_unmeasured_underlyings_as_correlated() -> No
     assert corr == pytest.approx(conc + 0.9)  # + QQQ's 900 USD of 100,000
 
 
-def test_hard_cap_per_order_rejects_51_contracts_and_admits_50() -> None:
-    ok = plan(make_settings(contracts_per_entry=25))  # 2 legs x 25 = 50 contracts
+def test_hard_cap_per_order_admits_50_contracts_and_max_loss_scales_with_the_account() -> None:
+    """25 units (the most `contracts_per_entry` allows) x 2 legs = 50 contracts, the
+    absolute cap; their max loss fits 10 % of a 200k account but not of a 100k one."""
+    big = replace(ACCOUNT, net_liquidation=200_000.0)
+    ok = plan(make_settings(contracts_per_entry=25), account=big)
     assert len(ok.accepted) == 1 and ok.accepted[0].quantity == 25
-    refused = plan(make_settings(contracts_per_entry=26))
+    assert 10_000 < ok.accepted[0].max_loss <= 20_000
+    refused = plan(make_settings(contracts_per_entry=25))
     assert refused.accepted == []
     bad = refused.rejections[0].rejections
-    assert bad["limit"].to_list() == ["hard_contracts_per_order"] and bad["hard"].all()
+    assert bad["limit"].to_list() == ["hard_max_loss_per_order"] and bad["hard"].all()
 
 
 def test_hard_cap_per_day_counts_what_was_already_sent() -> None:
