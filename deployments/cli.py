@@ -141,8 +141,11 @@ def demo(
 ) -> None:
     """Run V6 end to end on the simulator: gateway, every flow, breaker trip and recovery."""
     from deployments.demo import run_demo
+    from deployments.local_api import prefect_api
 
-    run_demo(_settings(config), console, days=days, cycle_minutes=cycle_minutes)
+    settings = _settings(config)
+    with prefect_api():
+        run_demo(settings, console, days=days, cycle_minutes=cycle_minutes)
 
 
 @app.command("chaos")
@@ -218,7 +221,11 @@ def run(
     if deployment:
         result = run_on_server(item, params, console, timeout_s=timeout)
     else:
-        result = run_local(item, params, _settings(config))
+        from deployments.local_api import prefect_api
+
+        settings = _settings(config)
+        with prefect_api():
+            result = run_local(item, params, settings)
     if result.data is not None:
         console.print_json(json.dumps(result.data, default=str))
     style = "green" if result.exit_code == 0 else "red"
