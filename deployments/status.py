@@ -24,6 +24,7 @@ from rich.table import Table
 
 from core.book.ledger import Book
 from core.config import Settings
+from core.identity import os_identity
 from core.risk.breaker import (
     Breaker,
     BreakerState,
@@ -82,10 +83,11 @@ def breaker_change(
         )
     b = _breaker(settings)
     try:
+        run_by = f"cli {os_identity()}"
         return (
-            b.trip(reason, actor or default_actor())
+            b.trip(reason, actor or default_actor(), run_by=run_by)
             if action == "trip"
-            else b.reset(reason, actor or default_actor())
+            else b.reset(reason, actor or default_actor(), run_by=run_by)
         )
     except BreakerUnavailable as exc:
         raise UserError(f"breaker {action} not recorded: {exc}") from None
@@ -115,7 +117,7 @@ def breaker_line(status: BreakerStatus, tz: ZoneInfo) -> str:
 
 def transitions_table(status: BreakerStatus, tz: ZoneInfo) -> Table:
     table = Table(title="breaker transitions (latest last)")
-    for col in ("#", "at", "from", "to", "trigger", "actor", "reason"):
+    for col in ("#", "at", "from", "to", "trigger", "actor (run by)", "reason"):
         table.add_column(col, overflow="fold")
     for t in status.transitions:
         table.add_row(
@@ -124,7 +126,7 @@ def transitions_table(status: BreakerStatus, tz: ZoneInfo) -> Table:
             t.from_state.value,
             t.to_state.value,
             t.trigger,
-            t.actor,
+            f"{t.actor} ({t.run_by})" if t.run_by else t.actor,
             t.reason,
         )
     return table

@@ -7,10 +7,13 @@ and a markdown artifact records it in the Prefect UI next to the runs it affects
 from __future__ import annotations
 
 from typing import Literal
+from uuid import UUID
 
-from prefect import flow
+from prefect import flow, get_client
 from prefect.artifacts import acreate_markdown_artifact
+from prefect.runtime import flow_run
 
+from core.identity import os_identity
 from tasks.risk import breaker_manual
 
 
@@ -20,12 +23,14 @@ async def circuit_breaker_reset(
 ) -> dict[str, str]:
     if not reason.strip():
         raise ValueError("reason is required: say why the breaker is being changed")
-    transition = breaker_manual(action, reason, actor)
+    run_by = await _run_by()
+    transition = breaker_manual(action, reason, actor, run_by)
     await acreate_markdown_artifact(
         key="circuit-breaker-manual",
         markdown=(
             f"### Breaker {action}\n\n| | |\n|---|---|\n"
-            f"| by | {actor} |\n| from | {transition.from_state.value} |\n"
+            f"| by (claimed) | {actor} |\n| run by | {run_by} |\n"
+            f"| from | {transition.from_state.value} |\n"
             f"| to | {transition.to_state.value} |\n| reason | {reason} |\n"
             f"| at | {transition.ts.isoformat()} |\n"
         ),
@@ -36,4 +41,20 @@ async def circuit_breaker_reset(
         "to": transition.to_state.value,
         "reason": reason,
         "actor": actor,
+        "run_by": run_by,
     }
+
+
+async def _run_by() -> str:
+    """Who really ran this: the flow run, its creator as the Prefect server recorded it
+    (a user, deployment or automation; none on a server without auth), and the worker's
+    OS account. `actor` is a parameter anyone can type; this is not."""
+    run_id = flow_run.id
+    creator = "unknown creator"
+    if run_id:
+        async with get_client() as client:
+            run = await client.read_flow_run(UUID(run_id))
+        if run.created_by is not None:
+            who = run.created_by.display_value or str(run.created_by.id or "")
+            creator = f"created by {run.created_by.type or 'unknown'} {who}".strip()
+    return f"flow run {run_id or '-'} ({creator}) on {os_identity()}"

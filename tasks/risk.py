@@ -16,15 +16,23 @@ from core.runtime import current_runtime
 
 
 @task(name="breaker-manual", cache_policy=NO_CACHE)
-def breaker_manual(action: Literal["reset", "trip"], reason: str, actor: str) -> Transition:
-    """Manual trip or reset; the reason and actor are required and recorded."""
+def breaker_manual(
+    action: Literal["reset", "trip"], reason: str, actor: str, run_by: str
+) -> Transition:
+    """Manual trip or reset; the reason and the claimed actor are required and recorded,
+    with `run_by` (who really ran it) beside them."""
     rt = current_runtime()
     b = Breaker(rt.store, rt.settings.breaker, rt.clock)
-    transition = b.trip(reason, actor) if action == "trip" else b.reset(reason, actor)
+    transition = (
+        b.trip(reason, actor, run_by=run_by)
+        if action == "trip"
+        else b.reset(reason, actor, run_by=run_by)
+    )
     get_run_logger().warning(
-        "breaker %s by %s: %s -> %s (%s)",
+        "breaker %s by %s (run by %s): %s -> %s (%s)",
         action,
         actor,
+        run_by,
         transition.from_state.value,
         transition.to_state.value,
         reason,

@@ -35,6 +35,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
 CORE_ORDER = (
     "domain",
     "clock",
+    "identity",
     "config",
     "config_example",
     "calendar",

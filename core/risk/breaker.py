@@ -273,6 +273,12 @@ class Transition:
     run_id: str | None
 
     @property
+    def run_by(self) -> str:
+        """Who really ran a manual change ('' when not recorded: automatic moves, or rows
+        written before V6 recorded it)."""
+        return str(self.metrics.get("run_by", ""))
+
+    @property
     def is_trip(self) -> bool:
         return self.to_state is BreakerState.OPEN and self.from_state is not BreakerState.OPEN
 
@@ -666,15 +672,28 @@ class Breaker:
         return None
 
     def trip(
-        self, reason: str, actor: str, *, now: datetime | None = None, trigger: str | None = None
+        self,
+        reason: str,
+        actor: str,
+        *,
+        now: datetime | None = None,
+        trigger: str | None = None,
+        run_by: str | None = None,
     ) -> Transition:
         """Open the breaker (from any state; restarts the cool-down). Audited; `trigger` names
         a system cause other than a person (e.g. data_quality for a corrupt store)."""
-        return self._manual(BreakerEvent.MANUAL_TRIP, reason, actor, now, trigger=trigger)
+        return self._manual(
+            BreakerEvent.MANUAL_TRIP, reason, actor, now, trigger=trigger, run_by=run_by
+        )
 
-    def reset(self, reason: str, actor: str, *, now: datetime | None = None) -> Transition:
-        """Manually close the breaker (from any state; restarts the trip counts). Audited."""
-        return self._manual(BreakerEvent.MANUAL_RESET, reason, actor, now)
+    def reset(
+        self, reason: str, actor: str, *, now: datetime | None = None, run_by: str | None = None
+    ) -> Transition:
+        """Manually close the breaker (from any state; restarts the trip counts). Audited.
+        `actor` is who the caller says it is; `run_by`, recorded beside it in the
+        transition's metrics, is who really ran it as far as the caller can tell (the OS
+        user and host of the CLI, the Prefect flow run and its creator)."""
+        return self._manual(BreakerEvent.MANUAL_RESET, reason, actor, now, run_by=run_by)
 
     def state(self) -> BreakerState:
         """The current state; raises BreakerUnavailable if it cannot be read."""
@@ -794,6 +813,7 @@ class Breaker:
         now: datetime | None,
         *,
         trigger: str | None = None,
+        run_by: str | None = None,
     ) -> Transition:
         trigger = trigger or event.value
         if not isinstance(reason, str) or not reason.strip():
@@ -810,7 +830,8 @@ class Breaker:
                 at,
                 event,
                 reason=reason.strip(),
-                metrics={"previous_state": snap.state.value},
+                metrics={"previous_state": snap.state.value}
+                | ({"run_by": run_by} if run_by else {}),
                 actor=actor.strip(),
                 run_id=None,
                 trigger=trigger,

@@ -24,6 +24,7 @@ from prefect.states import Cancelled, Completed, Failed, State
 import deployments.catalog as catalog
 from core.config import Settings, load_settings
 from core.domain.timezones import MARKET_TZ
+from core.identity import os_identity
 from core.risk.breaker import Breaker, BreakerState
 from core.store import REGISTRY, DeltaStore
 from deployments import cli
@@ -219,6 +220,10 @@ def test_breaker_trip_status_reset_are_audited(
         ("manual_trip", "carol", "fat-finger check"),
         ("manual_reset", "dave", "checked"),
     ]
+    # $USER and --actor are claims; the real OS account is recorded beside them and shown.
+    assert [t.run_by for t in status.transitions] == [f"cli {os_identity()}"] * 2
+    code, out, _ = v6(capsys, "breaker", "status")
+    assert f"dave (cli {os_identity()})" in out.replace("\n", "")
 
 
 def test_unreadable_breaker_is_one_line_and_status_still_reports(
