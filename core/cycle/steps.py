@@ -95,7 +95,12 @@ async def reconcile_step(ctx: CycleContext) -> ReconcileStep:
     await ctx.broker.ensure_connected()
     account = await ctx.broker.account_summary()
     rec = await reconcile_against_broker(
-        ctx.book(), ctx.broker, ctx.settings, ctx.run_id, account=account.account or None
+        ctx.book(),
+        ctx.broker,
+        ctx.settings,
+        ctx.run_id,
+        account=account.account or None,
+        summary=account,
     )
     ctx.account = rec.account or ""
     baseline = start_of_day(ctx, account, rec.result.as_of)
