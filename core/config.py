@@ -530,6 +530,24 @@ class ReconciliationSettings(_Section):
     )
     fetch_retries: int = Field(3, ge=0, description="retries of the read-only broker fetch")
     fetch_backoff_s: float = Field(2.0, gt=0, description="first fetch retry delay; doubles")
+    absurd_quantity_multiple: float = Field(
+        50.0,
+        ge=1,
+        le=1_000,
+        description="a broker quantity beyond this x V6's largest holding is absurd",
+    )
+    absurd_quantity_floor: int = Field(
+        10_000, ge=1, le=10_000_000, description="... but never below this many units (empty book)"
+    )
+    absurd_cost_multiple: float = Field(
+        20.0, ge=1, le=1_000, description="a report costing more than this x net liq is absurd"
+    )
+    adopt_external_max_pct: float = Field(
+        10.0,
+        ge=0,
+        le=100,
+        description="unknown positions costing more (% of net liq) await `v6 breaks ack`",
+    )
 
 
 class CycleSettings(_Section):
@@ -540,6 +558,9 @@ class CycleSettings(_Section):
     )
     retry_backoff_s: float = Field(
         1.0, gt=0, description="first retry delay of a read-only step, seconds; doubles"
+    )
+    lease_ttl_s: float = Field(
+        300.0, ge=30, le=3_600, description="one cycle per home: a holder silent this long has died"
     )
 
 

@@ -40,6 +40,8 @@ breaker_app = typer.Typer(
 app.add_typer(breaker_app, name="breaker")
 store_app = typer.Typer(help="Check and repair V6's Delta tables.", no_args_is_help=True)
 app.add_typer(store_app, name="store")
+breaks_app = typer.Typer(help="Reconciliation breaks that wait for a person.", no_args_is_help=True)
+app.add_typer(breaks_app, name="breaks")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -315,6 +317,34 @@ def breaker_reset(
         f"breaker {t.from_state.value} -> [green]{t.to_state.value}[/green] "
         f"by {t.actor}: {t.reason}",
         soft_wrap=True,
+    )
+
+
+@breaks_app.command("ack")
+def breaks_ack(
+    break_id: Annotated[str, typer.Argument(help="the break awaiting an acknowledgement")],
+    reason: ReasonOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Accept the broker's report behind a break (a vanished or large unknown position):
+    the next reconciliation books it. Audited with the OS user and the reason."""
+    from datetime import UTC, datetime
+
+    from core.reconcile.acks import AckRefused, acknowledge
+    from deployments.status import default_actor
+
+    store = DeltaStore.from_settings(_settings(config))
+    try:
+        row = acknowledge(
+            store, break_id, reason=reason or "", by=default_actor(), now=datetime.now(UTC)
+        )
+    except AckRefused as exc:
+        raise UserError(str(exc)) from None
+    console.print(
+        f"break {row['break_id']} ({row['kind']}, {row['contract'] or 'account'}) acknowledged "
+        f"by {row['acknowledged_by']}: {row['reason']}; the next reconciliation books it",
+        soft_wrap=True,
+        markup=False,
     )
 
 

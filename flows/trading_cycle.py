@@ -1,7 +1,9 @@
 """V6's heartbeat: every 5 minutes in regular trading hours (and ad hoc), one trading cycle
 under the circuit breaker, ending in a state that tells the story.
 
-guard (stale backlog / market closed -> Completed "Stale"/"MarketClosed") -> breaker gate
+guard (stale backlog / market closed -> Completed "Stale"/"MarketClosed") -> the home's
+cycle lease (another cycle holds it -> Completed "Skipped": one cycle per home, however
+started; see core.cycle.lease) -> breaker gate
 -> (OPEN: Cancelled "CircuitOpen", broker untouched) -> one broker connection ->
 reconcile -> quotes and greeks through the slot registry -> exit rules -> exits ->
 (unless exits-only) entry candidates -> portfolio limits -> entries -> summary -> record
@@ -18,6 +20,8 @@ the cycle with the breaker -> final state:
 - Failed StoreCorrupt  a table V6 wrote is lost or rolled back (message = table + fix):
                        breaker tripped (data_quality), broker not touched
 - Failed               the cycle failed but did not (yet) trip the breaker
+- Completed Skipped    another cycle holds the lease ("another cycle running (run X since
+                       T)"): nothing done, broker untouched
 
 No flow-level retries: a returned Failed state would re-run the flow and trip again.
 Retries live on the read-only broker tasks only; the breaker gate, exit rules and breaker
@@ -27,12 +31,14 @@ record run in the flow body (see `tasks.cycle`).
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import State
 
 from core.cycle import run_trading_cycle
+from core.cycle.lease import hold_cycle_lease
 from core.risk.breaker import OutcomeType
 from core.run_guard import Session
 from core.runtime import current_runtime
@@ -55,9 +61,14 @@ async def trading_cycle(exits_only: bool = False, guard: bool = True) -> State:
         if skip is not None:
             return skipped(skip)
     rt = current_runtime()
-    run = await run_trading_cycle(
-        rt, _run_id(), wrap=prefect_wrap(rt.settings), exits_only=exits_only
-    )
+    run_id = _run_id()
+    ttl = timedelta(seconds=rt.settings.cycle.lease_ttl_s)
+    async with hold_cycle_lease(rt.store, run_id, ttl) as busy:
+        if busy is not None:
+            return skipped(busy.skip())
+        run = await run_trading_cycle(
+            rt, run_id, wrap=prefect_wrap(rt.settings), exits_only=exits_only
+        )
     await publish_cycle_artifacts(run)
     summary = run.summary()
     log = get_run_logger()

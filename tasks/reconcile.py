@@ -1,6 +1,6 @@
 """Tasks of position reconciliation: thin wrappers over `core.reconcile` and the Book.
 
-One task runs the whole reconciliation (`core.reconcile.against_broker`, the composition
+One task runs the whole reconciliation (`core.book.against_broker`, the composition
 the trading cycle's reconcile step runs too) and retries with back-off: the broker reads
 are read-only (a repeat asks again, reconnecting if the line dropped) and the writes are
 idempotent merges (fills insert-only). Nothing caches: inputs hold a live broker connection.
@@ -28,7 +28,7 @@ SUMMARY_KEY = "reconciliation-summary"
 
 @task(name="reconcile-positions", cache_policy=NO_CACHE)
 async def reconcile_positions(broker: Broker, run_id: str) -> Reconciliation:
-    """Broker reads, reconcile, book writes: `core.reconcile.against_broker`, as the trading
+    """Broker reads, reconcile, book writes: `core.book.against_broker`, as the trading
     cycle does. Reconnects first when a retry finds the line dropped."""
     if not broker.is_connected:
         await broker.connect()

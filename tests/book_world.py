@@ -20,7 +20,7 @@ from core.domain import (
 )
 from core.domain.order_refs import make_order_ref
 from core.domain.strategies import IntentPurpose, LegSpec, StrategyType
-from core.reconcile import BrokerFrames, ReconcileResult, reconcile
+from core.reconcile import BrokerFrames, ReconcileResult, ReportBounds, reconcile
 from core.store.memory import MemoryStore
 
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
@@ -141,7 +141,11 @@ class World:
         return sid, ref, legs
 
     def reconcile(
-        self, *, apply: bool = True, advance: timedelta = timedelta(minutes=5)
+        self,
+        *,
+        apply: bool = True,
+        advance: timedelta = timedelta(minutes=5),
+        bounds: ReportBounds | None = None,
     ) -> ReconcileResult:
         self.clock.advance(advance)
         self.runs += 1
@@ -151,6 +155,7 @@ class World:
             as_of=self.clock.now(),
             run_id=f"run{self.runs}",
             account=ACCOUNT,
+            bounds=bounds,
         )
         if apply:
             self.book.apply(result)

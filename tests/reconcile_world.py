@@ -25,7 +25,7 @@ from core.domain import (
 )
 from core.domain.order_refs import make_order_ref
 from core.domain.strategies import IntentPurpose, LegSpec, StrategyType
-from core.reconcile import BrokerFrames, ReconcileResult, reconcile
+from core.reconcile import BrokerFrames, ReconcileResult, ReportBounds, reconcile
 from core.sim.exchange import SimExchange, build_exchange
 from core.store.memory import MemoryStore
 
@@ -163,7 +163,9 @@ class SimWorld:
             self.exchange.positions(), self.exchange.executions(since), self.exchange.open_orders()
         )
 
-    def reconcile(self, *, apply: bool = True) -> ReconcileResult:
+    def reconcile(
+        self, *, apply: bool = True, bounds: ReportBounds | None = None
+    ) -> ReconcileResult:
         self.runs += 1
         result = reconcile(
             self.book.frames(),
@@ -171,6 +173,7 @@ class SimWorld:
             as_of=self.clock.now(),
             run_id=f"run{self.runs}",
             account=self.exchange.account,
+            bounds=bounds,
         )
         if apply:
             self.book.apply(result)

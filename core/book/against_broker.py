@@ -20,6 +20,8 @@ import polars as pl
 from core.book.ledger import Book
 from core.broker.base import Broker
 from core.config import Settings
+from core.domain import AccountSummary
+from core.reconcile.acks import acknowledged
 from core.reconcile.engine import reconcile
 from core.reconcile.model import (
     BookFrames,
@@ -28,6 +30,7 @@ from core.reconcile.model import (
     Tolerance,
     executions_since,
 )
+from core.reconcile.screen import ReportBounds
 
 log = logging.getLogger(f"v6.{__name__}")
 
@@ -51,22 +54,35 @@ async def reconcile_against_broker(
     run_id: str,
     *,
     account: str | None = None,
+    summary: AccountSummary | None = None,
 ) -> Reconciliation:
     """Make `book` agree with `broker` (connected) and write the result.
 
     The account reconciled: `settings.broker.account`, else `account` (the one the broker
     named, e.g. in its account summary), else the single account the broker's positions
-    and executions name (None, no filter, when they name several or none).
+    and executions name (None, no filter, when they name several or none). Its size (the
+    sanity bounds' yardstick, see `core.reconcile.screen`) is `summary`'s net liquidation,
+    read from the broker when not given.
     """
     cfg = settings.reconciliation
     before, last = book.frames(), book.last_reconciled_at()
     since = executions_since(last, timedelta(minutes=cfg.executions_overlap_min))
+    if summary is None:
+        summary = await broker.account_summary()
     positions = await broker.positions()
     executions = await broker.executions(since)
     open_orders = await broker.open_orders()
     as_of = book.clock.now()
     frames = BrokerFrames.from_domain(positions, executions, open_orders)
     acct = settings.broker.account or account or _single_account(frames)
+    bounds = ReportBounds(
+        net_liq=summary.net_liquidation,
+        quantity_multiple=cfg.absurd_quantity_multiple,
+        quantity_floor=cfg.absurd_quantity_floor,
+        cost_multiple=cfg.absurd_cost_multiple,
+        adopt_max_pct=cfg.adopt_external_max_pct,
+        acknowledged=acknowledged(book.store),
+    )
     result = reconcile(
         before,
         frames,
@@ -74,10 +90,15 @@ async def reconcile_against_broker(
         run_id=run_id,
         account=acct,
         tolerance=Tolerance(cfg.avg_price_tolerance, cfg.avg_price_tolerance_rel),
+        bounds=bounds,
     )
     written = book.apply(result)
     if result.unresolved_breaks:
-        log.warning("reconciliation: %d unresolved break(s)", result.unresolved_breaks)
+        log.warning(
+            "reconciliation: %d unresolved break(s), %d suspect report(s)",
+            result.unresolved_breaks,
+            result.suspect_reports,
+        )
     return Reconciliation(result, before, since, frames, acct, written)
 
 

@@ -164,6 +164,8 @@ class CycleReport:
         if not (math.isfinite(net_liq) and net_liq > 0):
             net_liq, pnl = math.nan, math.nan
         rules = self.rules
+        # a broker report reconciliation could not trust is a failed data item of its own
+        suspect = self.reconcile.result.suspect_reports if self.reconcile else 0
         return CycleHealth(
             ok=self.ok,
             failure=self.failure,
@@ -172,8 +174,8 @@ class CycleReport:
             rejections=rejected_orders(all_results(self)),
             disconnected_s=float(self.disconnected_s),
             unresolved_breaks=self.reconcile.unresolved_breaks if self.reconcile else 0,
-            data_quality_failures=rules.no_data if rules else 0,
-            data_points=rules.data_points if rules else 0,
+            data_quality_failures=(rules.no_data if rules else 0) + suspect,
+            data_points=(rules.data_points if rules else 0) + suspect,
         )
 
 

@@ -2,8 +2,9 @@
 
 `run_cycle(ctx, wrap=...)`: reconcile -> market data -> exit rules -> exits -> (unless
 entries are off) entry candidates -> entries -> summary. The first step that raises stops
-the cycle (no new risk after a failure; exits problems also stop entries); the summary
-still runs so the report says what the cycle saw.
+the cycle (no new risk after a failure; exits problems also stop entries); so does a
+reconciliation that found broker reports it cannot trust (no order of any kind); the
+summary still runs so the report says what the cycle saw.
 
 `run_trading_cycle(runtime, run_id, wrap=...)` puts the circuit breaker around it:
 store check (a table V6 wrote that is lost or rolled back: StoreCorrupt, the breaker
@@ -90,6 +91,12 @@ async def run_cycle(ctx: CycleContext, *, wrap: Wrap = identity) -> CycleReport:
     try:
         report.steps.append(current)
         report.reconcile = await wrap(RECONCILE, reconcile_step)(ctx)
+        suspect = report.reconcile.result.suspect_reports
+        if suspect:  # the broker's own report is wrong or incomplete: act on none of it
+            raise CycleStepError(
+                f"{suspect} broker report(s) V6 cannot trust (an absurd number, or a position "
+                "gone with nothing to explain it), so no orders: see reconciliation_breaks"
+            )
         current = MARKET_DATA
         report.steps.append(current)
         view: MarketView = await wrap(MARKET_DATA, market_data)(ctx)

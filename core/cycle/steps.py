@@ -96,7 +96,12 @@ async def reconcile_step(ctx: CycleContext) -> ReconcileStep:
     account = await ctx.broker.account_summary()
     ctx.net_liquidation = account.net_liquidation  # the executor's max-loss caps scale with it
     rec = await reconcile_against_broker(
-        ctx.book(), ctx.broker, ctx.settings, ctx.run_id, account=account.account or None
+        ctx.book(),
+        ctx.broker,
+        ctx.settings,
+        ctx.run_id,
+        account=account.account or None,
+        summary=account,
     )
     ctx.account = rec.account or ""
     baseline = start_of_day(ctx, account, rec.result.as_of)

@@ -18,6 +18,7 @@ class BreakKind(StrEnum):
     MISSING_ORDER = "missing_order"  # a V6 order working at the broker the book never recorded
     STALE_ORDER = "stale_order"  # the book thinks an order works, the broker no longer has it
     EXTERNAL_ORDER = "external_order"  # an order V6 did not place
+    ABSURD_REPORT = "absurd_report"  # a broker number outside sanity bounds: nothing booked
 
 
 class Resolution(StrEnum):
@@ -33,6 +34,7 @@ class Resolution(StrEnum):
     ORDER_UPDATED = "order_updated"
     NOTED = "noted"
     UNRESOLVED = "unresolved"
+    AWAITING_ACK = "awaiting_ack"  # not booked until a person runs `v6 breaks ack`
 
 
 class Severity(StrEnum):

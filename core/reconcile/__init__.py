@@ -34,9 +34,15 @@ contracts where book and broker disagree (the "focus") go through passes 2-4, an
 contracts (or legs) that both bought and sold are sorted for the average-cost pass. Every
 step on a few rows costs a polars call, so the passes skip steps with nothing to do.
 
-Layout: `model` (inputs, outputs, schemas), `stats` (average cost), `views` (the run's
-state and shared views), `passes` (passes 1-5, naming), `orders` (pass 6), `engine` (the
-run, `reconcile`).
+Before any of this the broker's numbers are screened (`screen`): an absurd number (not
+finite, far beyond what V6 holds or the account could hold) books nothing at all; after pass
+4, positions that vanished unexplained and large unknown positions are held, unbooked and
+unresolved, until a person acknowledges them (`v6 breaks ack`).
+
+Layout: `model` (inputs, outputs, schemas), `screen` (sanity bounds, what waits for a
+person), `stats` (average cost), `views` (the run's state and shared views), `passes`
+(passes 1-5, the hold, naming), `orders` (pass 6), `engine` (the run, `reconcile`),
+`against_broker` (read, reconcile, write: the one composition with I/O).
 """
 
 from core.reconcile.engine import reconcile
@@ -50,6 +56,7 @@ from core.reconcile.model import (
     executions_since,
     table_schema,
 )
+from core.reconcile.screen import ReportBounds
 from core.reconcile.stats import position_stats
 
 __all__ = [
@@ -58,6 +65,7 @@ __all__ = [
     "BookFrames",
     "BrokerFrames",
     "ReconcileResult",
+    "ReportBounds",
     "Tolerance",
     "executions_since",
     "position_stats",

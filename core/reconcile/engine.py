@@ -10,6 +10,7 @@ import polars as pl
 from core.domain.timezones import MARKET_TZ
 from core.reconcile.model import (
     _BREAK_INFO,
+    _NF_SCHEMA,
     BookFrames,
     BrokerFrames,
     ReconcileResult,
@@ -20,6 +21,7 @@ from core.reconcile.model import (
 )
 from core.reconcile.orders import _Orders
 from core.reconcile.passes import _Passes
+from core.reconcile.screen import ReportBounds, absurd_reports
 
 log = logging.getLogger(f"v6.{__name__}")
 
@@ -32,10 +34,13 @@ def reconcile(
     run_id: str,
     account: str | None = None,
     tolerance: Tolerance | None = None,
+    bounds: ReportBounds | None = None,
     fills_only: bool = False,
 ) -> ReconcileResult:
     """Compare broker and book; return what to write so that the book equals the broker.
 
+    `bounds`: what a believable report looks like and which breaks a person acknowledged
+    (see `core.reconcile.screen`); the default checks finiteness and quantities only.
     `fills_only=True` only links executions of V6's own orders to their legs (what
     `Book.record_fills` uses during a trading cycle): no breaks, positions or orders.
     """
@@ -43,7 +48,9 @@ def reconcile(
         raise ValueError(f"as_of must be tz-aware UTC, got naive {as_of!r}")
     tol = tolerance or Tolerance()
     today = as_of.astimezone(MARKET_TZ).date()
-    ctx = _Context(book, broker, as_of, run_id, today, tol, account, fills_only)
+    ctx = _Context(
+        book, broker, as_of, run_id, today, tol, account, bounds or ReportBounds(), fills_only
+    )
     return ctx.run_fills_only() if fills_only else ctx.run()
 
 
@@ -146,11 +153,38 @@ class _Context(_Passes, _Orders):
             duplicate_reports=self.duplicates,
         )
 
+    def refused(self, absurd: pl.DataFrame) -> ReconcileResult:
+        """The report holds absurd numbers: only their breaks, nothing booked, no snapshot
+        (the executions watermark stays where it was)."""
+        self.break_parts = [absurd]
+        empty = pl.DataFrame(schema=_schema("fills"))
+        return ReconcileResult(
+            run_id=self.run_id,
+            as_of=self.as_of,
+            fills=empty,
+            strategies=pl.DataFrame(schema=_schema("strategies")),
+            legs=pl.DataFrame(schema=_schema("legs")),
+            orders=pl.DataFrame(schema=_schema("orders")),
+            breaks=self.break_rows(_conform(empty, _NF_SCHEMA)),
+            snapshot=pl.DataFrame(schema=_schema("positions_snapshots")),
+            duplicate_reports=self.duplicates,
+        )
+
     def run(self) -> ReconcileResult:
+        held = self.info.select(pl.col("book0").abs().max()).item()
+        absurd = absurd_reports(self.positions, self._new_exec, int(held or 0), self.bounds)
+        if absurd.height:
+            log.error(
+                "reconciliation %s: %d absurd broker report(s); nothing booked",
+                self.run_id,
+                absurd.height,
+            )
+            return self.refused(absurd)
         self.executions_pass()
         self.focus()
         self.vanished_pass()
         self.quantity_pass()
+        self.hold_pass()
         self.price_pass()
         nf, new_strats, new_legs = self.finalize_targets()
         legs, strategies = self.leg_and_strategy_updates(nf, new_strats, new_legs)

@@ -10,7 +10,7 @@ from typing import Any, Final
 import polars as pl
 
 from core.domain import Execution, OrderState, Position
-from core.domain.breaks import Severity
+from core.domain.breaks import BreakKind, Resolution, Severity
 from core.domain.frames import (
     CONTRACT_SCHEMA,
     EXECUTIONS_SCHEMA,
@@ -133,6 +133,17 @@ class ReconcileResult:
         return int(self.breaks.filter(~pl.col("resolved")).height)
 
     @property
+    def suspect_reports(self) -> int:
+        """Breaks that say the broker's report itself cannot be trusted (an absurd number, a
+        position gone without explanation): data-quality failures, the cycle stops."""
+        kind, resolution = pl.col("kind"), pl.col("resolution")
+        suspect = (kind == BreakKind.ABSURD_REPORT.value) | (
+            (kind == BreakKind.MISSING_POSITION.value)
+            & (resolution == Resolution.AWAITING_ACK.value)
+        )
+        return int(self.breaks.filter(suspect).height)
+
+    @property
     def urgent_breaks(self) -> int:
         return int(self.breaks.filter(pl.col("severity") == Severity.URGENT.value).height)
 
@@ -157,6 +168,7 @@ class ReconcileResult:
             "breaks": self.breaks.height,
             "unresolved_breaks": self.unresolved_breaks,
             "urgent_breaks": self.urgent_breaks,
+            "suspect_reports": self.suspect_reports,
             "breaks_by_kind": by_kind,
             "fills_recorded": self.fills.height,
             "duplicate_reports": self.duplicate_reports,

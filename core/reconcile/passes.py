@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 
 import polars as pl
@@ -36,6 +37,8 @@ from core.reconcile.model import (
     _sign,
 )
 from core.reconcile.views import _Views
+
+ACKED_SUFFIX = "-acked"  # the id of the break row that books an acknowledged one
 
 
 class _Passes(_Views):
@@ -572,6 +575,142 @@ class _Passes(_Views):
                 ),
                 _NB_SCHEMA,
             )
+        )
+
+    # -- hold: what waits for a person (see core.reconcile.screen) ----------------------------
+    def hold_pass(self) -> None:
+        """Un-book vanished positions and large unknown adoptions nobody acknowledged: their
+        fills go, their breaks stay, AWAITING_ACK (unresolved, urgent)."""
+        if not self.break_parts:
+            return
+        breaks = pl.concat(self.break_parts)
+        vanished = (pl.col("kind") == BreakKind.MISSING_POSITION.value) & (
+            pl.col("resolution") == Resolution.CLOSED_EXTERNALLY.value
+        )
+        adopted = pl.col("resolution") == Resolution.ADOPTED_EXTERNAL.value
+        cand = breaks.filter(vanished | adopted).select("break_id", _vanished=vanished)
+        if cand.is_empty():
+            return
+        b = self.bounds
+        size = b.account_size
+        limit = math.inf if size is None else b.adopt_max_pct / 100 * size
+        cost = (
+            self._new_fills()
+            .join(cand, on="break_id", how="semi")
+            .group_by("break_id")
+            .agg(
+                _cost=(
+                    pl.col("quantity").abs()
+                    * pl.col("price").abs()
+                    * pl.max_horizontal(pl.col("multiplier").fill_null(1), pl.lit(1))
+                ).sum()
+            )
+        )
+        cand = cand.join(cost, on="break_id", how="left").filter(
+            pl.col("_vanished") | (pl.col("_cost").fill_null(0.0) > limit)
+        )
+        if cand.is_empty():
+            return
+        cand = cand.join(self._hold_keys(cand), on="break_id", how="left").with_columns(
+            _ack=pl.col("_key").is_in(list(b.acknowledged)), _hold=pl.lit(True)
+        )
+        held = cand.filter(~pl.col("_ack")).get_column("break_id").implode()
+        # a booked acknowledgement is a new break row beside the awaiting one (breaks are
+        # insert-only: the record of what waited stays)
+        cand = cand.with_columns(
+            _key=pl.when("_ack").then(pl.col("_key") + ACKED_SUFFIX).otherwise("_key")
+        )
+        rename = cand.select("break_id", "_key")
+        kept = (
+            p.filter(~pl.col("break_id").is_in(held))
+            .join(rename, on="break_id", how="left")
+            .with_columns(break_id=pl.coalesce("_key", "break_id"))
+            .drop("_key")
+            for p in self.fill_parts
+        )
+        self.fill_parts = [p for p in kept if p.height]
+        self._memo.clear()
+        ack = "`v6 breaks ack {} --reason TEXT`"
+        pct = 100 * pl.col("_cost") / (size or math.nan)
+        breaks = breaks.join(cand, on="break_id", how="left").with_columns(
+            break_id=pl.coalesce("_key", "break_id")
+        )
+        waits = pl.col("_hold").fill_null(False) & ~pl.col("_ack").fill_null(False)
+        self.break_parts = [
+            _conform(
+                breaks.with_columns(
+                    resolution=pl.when(waits)
+                    .then(pl.lit(Resolution.AWAITING_ACK.value))
+                    .otherwise("resolution"),
+                    resolved=pl.when(waits).then(pl.lit(False)).otherwise("resolved"),
+                    severity=pl.when(waits)
+                    .then(pl.lit(Severity.URGENT.value))
+                    .otherwise("severity"),
+                    quantity_delta=pl.when(waits).then(pl.lit(0)).otherwise("quantity_delta"),
+                    strategy_id=pl.when(waits & pl.col("strategy_id").str.starts_with(_EXT_PREFIX))
+                    .then(_NULL_STR)
+                    .otherwise("strategy_id"),
+                    detail=pl.when(waits & pl.col("_vanished"))
+                    .then(
+                        pl.format(
+                            "broker no longer holds it and no execution, assignment or expiry "
+                            "explains it (a dropped report looks the same): not booked; if it "
+                            f"was really closed, {ack}",
+                            "break_id",
+                        )
+                    )
+                    .when(waits)
+                    .then(
+                        pl.format(
+                            "unknown position costing {} USD ({}% of net liquidation, over "
+                            f"{b.adopt_max_pct:g}%): not adopted; to adopt it as EXTERNAL, {ack}",
+                            pl.col("_cost").round(2),
+                            pct.round(1),
+                            "break_id",
+                        )
+                    )
+                    .when(pl.col("_ack").fill_null(False))
+                    .then(pl.format("{}; acknowledged by a person (v6 breaks ack)", "detail"))
+                    .otherwise("detail"),
+                ),
+                _NB_SCHEMA,
+            )
+        ]
+
+    def _hold_keys(self, cand: pl.DataFrame) -> pl.DataFrame:
+        """break_id -> _key: the id a held break is acknowledged by, stable across runs.
+
+        A quantity-pass id hashes the book as it was before the run, which this run's other
+        fills on the contract change; the key hashes the book after them (what the next run
+        starts from), so the next run over the same state derives the same key. An
+        execution's break keeps its id (ex-EXEC_ID: stable already)."""
+        nf = self._new_fills()
+        ids = cand.get_column("break_id").implode()
+        others = (
+            nf.filter(~pl.col("break_id").is_in(ids))
+            .group_by("con_id")
+            .agg(_d=pl.col("quantity").sum(), _n=pl.len().cast(pl.Int64))
+        )
+        rows = (
+            nf.filter(pl.col("break_id").is_in(ids))
+            .group_by("break_id")
+            .agg(
+                pl.col("con_id", "strategy_id", "leg_id").first(),
+                _q=pl.col("quantity").sum(),
+            )
+            .join(self.info.select("con_id", "book0", "nfills", "broker"), on="con_id", how="left")
+            .join(others, on="con_id", how="left")
+            .with_columns(
+                _book=pl.col("book0").fill_null(0) + pl.col("_d").fill_null(0),
+                _nn=pl.col("nfills").fill_null(0) + pl.col("_n").fill_null(0),
+            )
+        )
+        keys = _ids(rows, "ak", ["con_id", "strategy_id", "leg_id", "_q", "_book", "broker", "_nn"])
+        return rows.select(
+            "break_id",
+            _key=pl.when(pl.col("break_id").str.starts_with("ex-"))
+            .then(pl.col("break_id"))
+            .otherwise(keys),
         )
 
     # -- pass 5: average prices ---------------------------------------------------------------

@@ -25,6 +25,7 @@ from core.reconcile.model import (
     _conform,
     _sign,
 )
+from core.reconcile.screen import ReportBounds
 from core.reconcile.stats import (
     _add_aggregates,
     _ordered_stats,
@@ -49,9 +50,11 @@ class _Views:
         today: date,
         tol: Tolerance,
         account: str | None,
+        bounds: ReportBounds,
         fills_only: bool = False,
     ) -> None:
         self.book = book
+        self.bounds = bounds
         self.as_of = as_of
         self.run_id = run_id
         self.today = today

@@ -102,3 +102,20 @@ def test_account_summary_missing_money_is_nan() -> None:
     assert (s.net_liquidation, s.buying_power) == (100.5, 90.0)
     assert math.isnan(s.available_funds) and math.isnan(s.maintenance_margin)
     assert cv.mask_account("DU1234567") == "******567"
+
+
+@pytest.mark.parametrize(
+    ("reported", "quantity"),
+    [
+        (3.0, 3),
+        (-2.0, -2),
+        (1e15, 10**15),
+        (1e20, cv.UNREPRESENTABLE_QUANTITY),
+        (-math.inf, -cv.UNREPRESENTABLE_QUANTITY),
+        (math.nan, cv.UNREPRESENTABLE_QUANTITY),
+    ],
+)
+def test_a_quantity_no_int64_holds_stays_absurd(reported: float, quantity: int) -> None:
+    """Never a plausible number (or 0) for a report V6 cannot represent: reconciliation's
+    sanity bounds must see it and refuse it."""
+    assert cv.reported_quantity(reported) == quantity

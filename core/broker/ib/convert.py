@@ -90,6 +90,20 @@ def clean(value: float | Decimal | None, *sentinels: float) -> float:
     return v
 
 
+# A reported quantity no int64 can hold (inf, NaN, 1e20): kept absurd, never made plausible,
+# so reconciliation's sanity bounds refuse it (core.reconcile.screen) instead of V6 raising
+# on one bad field or reading it as 0.
+UNREPRESENTABLE_QUANTITY = 2**62
+
+
+def reported_quantity(value: float | Decimal) -> int:
+    """A position or fill size as reported; unrepresentable ones become +-2**62."""
+    v = float(value)
+    if math.isfinite(v) and abs(v) < UNREPRESENTABLE_QUANTITY:
+        return int(v)
+    return -UNREPRESENTABLE_QUANTITY if v < 0 else UNREPRESENTABLE_QUANTITY
+
+
 def _int(value: float | Decimal | None) -> int:
     v = clean(value)
     return 0 if math.isnan(v) else int(v)
@@ -308,7 +322,7 @@ def execution_from_fill(f: Fill, contract: Contract | None = None) -> Execution:
         order_ref=e.orderRef,
         contract=contract if contract is not None else from_ib_contract(f.contract),
         side=Action.BUY if e.side in ("BOT", "BUY") else Action.SELL,
-        quantity=int(e.shares),
+        quantity=reported_quantity(e.shares),
         price=float(e.price),
         time=when.astimezone(UTC),
         account=e.acctNumber,
@@ -321,7 +335,7 @@ def position_from_ib(p: IBPosition) -> Position:
     return Position(
         account=p.account,
         contract=from_ib_contract(p.contract),
-        quantity=int(p.position),
+        quantity=reported_quantity(p.position),
         avg_cost=float(p.avgCost),
     )
 

@@ -21,6 +21,9 @@ class GatewayFaults:
     drop_on_next_order: int = 0  # place the next N orders, then drop before any ack
     pacing_violations: int = 0  # answer the next N historical requests with 162
     silent_market_data: bool = False  # accept market-data requests, never send a tick
+    # conId -> raw (position, avgCost) wire fields sent instead of the true ones: absurd
+    # numbers ("1e15", "1e300"), or text ib_async cannot decode (it logs and drops the message)
+    position_reports: dict[int, tuple[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

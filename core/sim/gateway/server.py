@@ -387,6 +387,10 @@ class GatewayServer:
         """The next `n` orders reach the exchange, then the socket drops before any ack."""
         self.faults.drop_on_next_order += n
 
+    def report_position(self, con_id: int, position: str, avg_cost: str = "0") -> None:
+        """Report conId's position with these raw wire fields from now on (see the fault)."""
+        self.faults.position_reports[con_id] = (position, avg_cost)
+
     def silence_market_data(self, on: bool = True) -> None:
         """Market-data requests are accepted (and hold lines) but no tick is ever sent."""
         self.faults.silent_market_data = on
@@ -521,7 +525,7 @@ class GatewayServer:
             elif r.msg_id == rq.REQ_POSITIONS:
                 s.positions_sub = True
                 for p in self.exchange.positions():
-                    s.send(msg.position(self.exchange.account, p))
+                    s.send(self._position_fields(p))
                 s.send(msg.position_end())
             elif r.msg_id == rq.CANCEL_POSITIONS:
                 s.positions_sub = False
@@ -915,6 +919,14 @@ class GatewayServer:
         if with_end:
             s.send(msg.account_download_end(acct))
 
+    def _position_fields(self, p: Position) -> list[object]:
+        """A position message, with the fault plan's raw numbers for its conId if any."""
+        fields = msg.position(self.exchange.account, p)
+        raw = self.faults.position_reports.get(p.contract.con_id)
+        if raw is not None:
+            fields[-2:] = raw
+        return fields
+
     def _portfolio_fields(self, p: Position) -> list[object]:
         price = math.nan
         with contextlib.suppress(Exception):
@@ -1240,7 +1252,7 @@ class GatewayServer:
             if s.closed or s.client_id is None:
                 continue
             if s.positions_sub:
-                s.send(msg.position(acct, p))
+                s.send(self._position_fields(p))
             if s.account_updates:
                 for key, value, cur in self._account_values():
                     s.send(msg.account_value(key, value, cur, acct))

@@ -1,6 +1,8 @@
 """The Delta book: strategies, legs, order intents, orders, fills, position snapshots and
 reconciliation breaks.
 
+Breaks a person acknowledged (`v6 breaks ack`) are recorded in `break_acks`.
+
 Positions are never stored as truth: a leg's quantity is the sum of its fills, and fills are
 keyed on `exec_id` and written insert-only, so a fill is recorded exactly once however often
 it is reported. Synthetic fills (reconciliation, expiry, assignment) carry the `break_id`
@@ -185,6 +187,20 @@ class ReconciliationBreak(_Strict):
     detail: str
 
 
+class BreakAck(_Strict):
+    """A person's acknowledgement of a break awaiting one: the next reconciliation that
+    derives the same break id books it (see core.reconcile.screen)."""
+
+    break_id: str = pa.Field(str_length=_NONEMPTY)
+    acknowledged_at: UtcTs  # type: ignore[valid-type]
+    acknowledged_by: str = pa.Field(str_length=_NONEMPTY, description="the OS user who ran it")
+    reason: str = pa.Field(str_length=_NONEMPTY)
+    kind: str = pa.Field(isin=_values(BreakKind))
+    con_id: pl.Int64 = pa.Field(nullable=True)
+    contract: str = pa.Field(nullable=True)
+    broker_quantity: pl.Int64 = pa.Field(nullable=True)
+
+
 # -- example rows (documentation and a live check of each schema) ------------------------
 
 _T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
@@ -361,6 +377,24 @@ def _snapshot_example() -> pl.DataFrame:
     )
 
 
+def _ack_example() -> pl.DataFrame:
+    return _ts(
+        pl.DataFrame(
+            {
+                "break_id": ["ak-3f9c2a7b1e0d4c58"],
+                "acknowledged_at": [_T0],
+                "acknowledged_by": ["ana"],
+                "reason": ["closed in TWS yesterday, checked the statement"],
+                "kind": ["missing_position"],
+                "con_id": [700001],
+                "contract": ["SPY 2026-04-17 480P"],
+                "broker_quantity": [0],
+            }
+        ),
+        "acknowledged_at",
+    )
+
+
 def _break_example() -> pl.DataFrame:
     return _ts(
         pl.DataFrame(
@@ -443,5 +477,12 @@ TABLES = [
         description="every disagreement between book and broker, with how it was resolved",
         keys=("break_id",),
         example=_break_example,
+    ),
+    TableSpec(
+        name="break_acks",
+        model=BreakAck,
+        description="who acknowledged which awaiting break, when and why (`v6 breaks ack`)",
+        keys=("break_id",),
+        example=_ack_example,
     ),
 ]

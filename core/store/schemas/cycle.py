@@ -1,8 +1,12 @@
-"""Trading-cycle tables: the start-of-day account value that daily P&L is measured from.
+"""Trading-cycle tables: the start-of-day account value that daily P&L is measured from,
+and the lease that lets one trading cycle run per V6 home at a time.
 
 The baseline must survive process restarts (under `serve` every cycle is a fresh process),
 so it is written once per market date, insert-only, by the first cycle that sees the
 account that day; every later cycle reads it back.
+
+The lease is a log keyed by `seq` (the fencing token): a write is an insert-only merge of
+the next seq, which exactly one of several racing writers wins (see core.cycle.lease).
 """
 
 from __future__ import annotations
@@ -33,6 +37,42 @@ class AccountDaily(pa.DataFrameModel):
         coerce = False
 
 
+class CycleLeaseEvent(pa.DataFrameModel):
+    """One move of the trading-cycle lease: acquired, renewed (heartbeat) or released."""
+
+    seq: pl.Int64 = pa.Field(ge=0, description="fencing token: the lease's version")
+    event: str = pa.Field(isin=["acquire", "renew", "release"])
+    holder: str = pa.Field(str_length={"min_value": 1}, description="the cycle's run id")
+    owner: str = pa.Field(description="host:pid of the process holding it")
+    since: UtcTs = pa.Field(description="when the holder acquired it, UTC")  # type: ignore[valid-type]
+    at: UtcTs = pa.Field(description="when this move was written, UTC")  # type: ignore[valid-type]
+    expires_at: UtcTs = pa.Field(  # type: ignore[valid-type]
+        nullable=True, description="a silent holder loses it then (null: released)"
+    )
+    detail: str = pa.Field(nullable=True, description="e.g. whose expired lease it took over")
+
+    class Config:
+        strict = True
+        coerce = False
+
+
+def _lease_example() -> pl.DataFrame:
+    t0 = datetime(2026, 3, 2, 14, 35, tzinfo=UTC)
+    return pl.DataFrame(
+        {
+            "seq": [0],
+            "event": ["acquire"],
+            "holder": ["cycle-example"],
+            "owner": ["host-1:4242"],
+            "since": [t0],
+            "at": [t0],
+            "expires_at": [datetime(2026, 3, 2, 14, 40, tzinfo=UTC)],
+            "detail": [None],
+        },
+        schema_overrides={"since": UTC_US, "at": UTC_US, "expires_at": UTC_US, "detail": pl.String},
+    )
+
+
 def _account_daily_example() -> pl.DataFrame:
     return pl.DataFrame(
         {
@@ -53,5 +93,12 @@ TABLES = [
         description="start-of-day net liquidation per market date: the daily-loss baseline",
         keys=("date", "account"),
         example=_account_daily_example,
+    ),
+    TableSpec(
+        name="cycle_lease",
+        model=CycleLeaseEvent,
+        description="who runs the trading cycle now: one cycle per V6 home (fenced by seq)",
+        keys=("seq",),
+        example=_lease_example,
     ),
 ]

@@ -11,7 +11,7 @@ from book_world import ACCOUNT, World, opt, order_state, stock
 from core.domain import OrderStatus
 from core.domain.order_refs import make_order_ref
 from core.domain.strategies import StrategyType
-from core.reconcile import BookFrames, BrokerFrames, position_stats, reconcile
+from core.reconcile import BookFrames, BrokerFrames, ReportBounds, position_stats, reconcile
 
 
 def kinds(result) -> list[tuple[str, str, bool]]:
@@ -100,11 +100,29 @@ def test_external_close_of_a_v6_leg_closes_it_with_that_reason(world: World) -> 
     assert not world.book.strategies().filter(pl.col("origin") == "external").height
 
 
-def test_leg_gone_without_execution_closes_externally(world: World) -> None:
+def test_leg_gone_without_execution_waits_for_a_person_then_closes_externally(
+    world: World,
+) -> None:
     sid, _, legs = world.condor()
     world.broker.extra_positions[legs[2].contract.con_id] = (legs[2].contract, 1, 0.0)
+    book_before = world.book.positions().sort("con_id")
     result = world.reconcile()
-    assert kinds(result) == [("missing_position", "closed_externally", True)]
+    # a dropped position report looks exactly like this: never booked as a silent close
+    assert kinds(result) == [("missing_position", "awaiting_ack", False)]
+    assert result.fills.is_empty() and result.suspect_reports == 1
+    brk = result.breaks.row(0, named=True)
+    assert brk["severity"] == "urgent" and brk["quantity_delta"] == 0
+    assert f"v6 breaks ack {brk['break_id']}" in brk["detail"]
+    assert world.book.positions().sort("con_id").equals(book_before)
+    assert not world.book_equals_broker()
+    # the same state next run: the same break, still not booked
+    again = world.reconcile()
+    assert again.breaks.get_column("break_id").to_list() == [brk["break_id"]]
+    assert again.fills.is_empty()
+    # a person acknowledged it: the next run books the close
+    acked = world.reconcile(bounds=ReportBounds(acknowledged=frozenset({brk["break_id"]})))
+    assert kinds(acked) == [("missing_position", "closed_externally", True)]
+    assert acked.suspect_reports == 0 and "acknowledged" in acked.breaks.item(0, "detail")
     assert world.book_equals_broker()
     leg = world.book.legs(sid).filter(pl.col("leg_index") == 2).row(0, named=True)
     assert leg["close_reason"] == "closed_externally"
@@ -129,7 +147,7 @@ def test_options_gone_before_expiry_are_not_called_expired(world: World) -> None
         world.broker.extra_positions[leg.contract.con_id] = (leg.contract, -leg.ratio, 0.0)
     result = world.reconcile()
     assert {k for k, _, _ in kinds(result)} == {"missing_position"}
-    assert {r for _, r, _ in kinds(result)} == {"closed_externally"}
+    assert {r for _, r, _ in kinds(result)} == {"awaiting_ack"}
 
 
 def test_assignment_books_stock_into_the_strategy_and_is_urgent(world: World) -> None:
