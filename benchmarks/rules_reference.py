@@ -5,8 +5,9 @@ engine is tested against (same decisions on random snapshots, nulls included) an
 baseline `benchmarks/rules.py` times. It is written to be obviously right rather than
 fast: one dict per strategy, one function per rule, explicit three-valued logic (None =
 unknown) mirroring polars' Kleene semantics, and the same rule for NO_DATA (a rule is
-clear only when False with all its inputs present). Shares only the settings, rule order
-and target table with the engine.
+clear only when False with all its inputs present; an undecided rule that can only CLOSE
+lets a lower CLOSE decide, and the time exit closes whatever is undecided). Shares only
+the settings, rule order and target table with the engine.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def _single_leg(x: dict[str, Any], s: RuleSettings) -> Check:
 def _trailing(x: dict[str, Any], s: RuleSettings) -> Check:
     peak = x["peak_profit_pct"]
     floor = None if peak is None else round(peak * s.trailing_giveback_ratio, 9)
-    fired = _all(_ge(peak, s.trailing_activation_pct), _lt(x["profit_pct"], floor))
+    fired = _all(_ge(peak, s.trailing_activation_pct), _le(x["profit_pct"], floor))
     return fired, ExitAction.CLOSE, Urgency.NORMAL
 
 
@@ -207,6 +208,10 @@ _INPUTS: dict[str, tuple[str, ...]] = {
     "gamma_risk": ("net_gamma", "dte"),
     "time_exit": ("dte",),
 }
+# Rules whose every decision is CLOSE: when missing data leaves one undecided, the walk goes
+# on, and a lower rule that fires CLOSE still closes (take profit may REDUCE, a roll ROLLs).
+_CLOSE_ONLY = frozenset(_IMPL) - {"take_profit", "dte_roll"}
+_URGENCY_RANK = {Urgency.IMMEDIATE.value: 0, Urgency.HIGH.value: 1, Urgency.NORMAL.value: 2}
 # Same order as the engine's table (the priority order).
 _ORDER = [r.name for r in RULES]
 
@@ -233,6 +238,7 @@ def evaluate_loop(
         t.value: [i for i in order if any(i in _INPUTS[n] and t.value in ap for n, ap, _ in active)]
         for t in StrategyType
     }
+    time_exit_on = "time_exit" not in disabled
     state = state or {}
     out: list[dict[str, Any]] = []
     for row in rows:
@@ -267,6 +273,8 @@ def evaluate_loop(
         if kind == StrategyType.EXTERNAL:
             reason = "external, untagged"
         else:
+            blocked: str | None = None  # the first rule missing data left undecided
+            passed: list[str] = []  # urgencies of the undecided close-only rules walked past
             for name, applies, fn in active:
                 if kind not in applies:
                     continue
@@ -274,13 +282,27 @@ def evaluate_loop(
                 if fired is False and any(x[i] is None for i in _INPUTS[name]):
                     fired = None  # clear only with every input present
                 if fired is None:
-                    action, rule = ExitAction.NO_DATA.value, name
-                    reason = f"missing inputs: {missing}; cannot decide rule {name}"
+                    blocked = blocked or name
+                    if name in _CLOSE_ONLY:  # it would close: what follows decides the rest
+                        passed.append(str(urg))
+                        continue
                     break
                 if fired:
-                    action, urgency, rule = str(act), str(urg), name
-                    reason = _DESCRIBE[name](x, settings)
+                    if blocked is None or act == ExitAction.CLOSE:
+                        action, rule = str(act), name
+                        urgency = min((str(urg), *passed), key=_URGENCY_RANK.__getitem__)
+                        reason = _DESCRIBE[name](x, settings)
+                        if blocked:
+                            reason += f"; closed although {blocked} undecided: all outcomes close"
                     break
+            if blocked and rule is None:
+                action, rule = ExitAction.NO_DATA.value, blocked
+                reason = f"missing inputs: {missing}; cannot decide rule {blocked}"
+                if time_exit_on and kind in _IMPL["time_exit"][0] and _time_exit(x, settings)[0]:
+                    # missing data never keeps a position past the time exit
+                    _, act, urg = _time_exit(x, settings)
+                    action, urgency, rule = str(act), str(urg), "time_exit"
+                    reason = f"{_DESCRIBE[rule](x, settings)}; closed: the time exit applies"
             would = [n for n, ap, fn in off if kind in ap and fn(x, settings)[0] is True]
             if would:
                 suppressed = ", ".join(would)

@@ -10,10 +10,11 @@ otherwise it is undecidable, which the engine turns into NO_DATA, never HOLD.
 `inputs` must name every snapshot/state column the condition reads (derived columns are
 null only when one of these is).
 
-Thresholds, as the issue states them ("falls > 3%" is strict, "profit >= 80%" is not):
+Thresholds follow the plan's comparison signs exactly ("falls > 3%" is strict, "profit >=
+80%" is not, "profit <= trailing stop" closes at equality); engine and reference alike:
 1    catastrophe      move_1h < -drop  OR  iv_change > jump                  CLOSE immediate
 1.3  single_leg_exit  single:     profit >= x OR profit <= -y OR dte <= d   CLOSE normal
-1.4  trailing_stop    peak >= activation AND profit < ratio * peak           CLOSE normal
+1.4  trailing_stop    peak >= activation AND profit <= ratio * peak          CLOSE normal
 1.5  vix_exit         vix > level  OR  vix - entry_vix > rise                 CLOSE high
 2    take_profit      profit >= regime target -> CLOSE;                       normal
                       profit >= partial AND not yet reduced -> REDUCE (half)
@@ -24,6 +25,15 @@ Thresholds, as the issue states them ("falls > 3%" is strict, "profit >= 80%" is
 6    dte_roll         time_exit_dte < dte <= window: ROLL; high when <= must  ROLL
 7    gamma_risk       abs(gamma) > limit AND dte < max                        CLOSE high
 8    time_exit        dte <= time_exit_dte                                    CLOSE immediate
+
+Missing data never keeps a position open past the time exit. An undecided rule stands for
+every outcome it could have had: when all of them are CLOSE, the position closes. So the
+walk in priority order passes an undecided rule whose every decision is CLOSE (all but take
+profit, which may REDUCE, and the roll); the first rule that then fires CLOSE decides, at
+the most urgent urgency among it and the undecided rules passed. And when the time exit
+fires (it needs only DTE), anything undecided closes through it. Otherwise an undecided
+rule is NO_DATA, which may therefore only ever hold a position that has time. The audit row
+names the missing inputs and the undecided rule either way.
 
 Precedence notes. The roll window stops above `time_exit_dte`, so on the last day the
 time exit (8) closes instead of trying to roll (you cannot roll an expiring position). A
@@ -50,6 +60,7 @@ from core.domain.strategies import StrategyType
 from core.rules.vocab import MANAGED, MULTI_LEG, ExitAction, Urgency
 
 c = pl.col
+TIME_EXIT = "time_exit"  # the rule missing data never overrides (see "Missing data" above)
 ExprFn = Callable[[RuleSettings], pl.Expr]
 
 
@@ -148,16 +159,16 @@ RULES: tuple[Rule, ...] = (
     Rule(
         name="trailing_stop",
         priority=1.4,
-        summary="peak profit >= activation and profit fell below ratio x peak",
+        summary="peak profit >= activation and profit fell to ratio x peak or below",
         applies_to=MANAGED,
         inputs=("profit_pct",),
         condition=lambda s: (
-            (c("peak_profit_pct") >= s.trailing_activation_pct) & (_profit < _trail_floor(s))
+            (c("peak_profit_pct") >= s.trailing_activation_pct) & (_profit <= _trail_floor(s))
         ),
         action=ExitAction.CLOSE,
         urgency=Urgency.NORMAL,
         reason=lambda s: pl.format(
-            f"profit {{}}% fell below {s.trailing_giveback_ratio} x peak {{}}% = {{}}% "
+            f"profit {{}}% at or below {s.trailing_giveback_ratio} x peak {{}}% = {{}}% "
             f"(armed at peak >= {s.trailing_activation_pct}%)",
             num(_profit),
             num(c("peak_profit_pct")),
@@ -330,7 +341,7 @@ RULES: tuple[Rule, ...] = (
         ),
     ),
     Rule(
-        name="time_exit",
+        name=TIME_EXIT,
         priority=8.0,
         summary="DTE at or below the time exit: close before expiry",
         applies_to=MANAGED,

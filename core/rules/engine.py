@@ -17,9 +17,13 @@ How one strategy is decided (see `definitions.py` for the rules and their Kleene
    not fire at that DTE: a missing input never silently means HOLD.
 3. Walk the enabled rules in priority order; the first that is not clear decides:
    - fired: that rule's action, urgency and reason (with the numbers that fired it);
-   - undecidable: NO_DATA, naming every missing input and the rule that could not be
-     decided. A lower rule that *would* fire does not override it: the blocked higher rule
-     might have chosen differently (REDUCE vs CLOSE, or CLOSE vs ROLL).
+   - undecidable: what it could have done decides (see "Missing data" in `definitions.py`).
+     If it can only CLOSE, the walk goes on: a lower rule that fires CLOSE decides, at the
+     most urgent of the passed rules' urgencies. If the time exit fires, it decides. Else
+     NO_DATA, naming every missing input and the first undecided rule: a lower rule that
+     fires REDUCE or ROLL does not override it (the undecided rule might have closed).
+   The walk runs on two bit sets per strategy (rules fired, rules undecided): the lowest set
+   bit is the highest-priority rule, so each step is an integer operation, not a chain.
 4. Every enabled rule clear: HOLD.
 Disabled rules are skipped, but still evaluated so the output can say which of them would
 have fired (`suppressed_rules`, and a note in the reason); `disabled_rules` lists them all.
@@ -42,7 +46,7 @@ from core.config import RuleSettings
 from core.domain.regimes import Regime
 from core.domain.strategies import StrategyType
 from core.domain.timezones import UTC_US
-from core.rules.definitions import INPUT_COLUMNS, RULES, Rule, check_disabled
+from core.rules.definitions import INPUT_COLUMNS, RULES, TIME_EXIT, Rule, check_disabled
 from core.rules.inputs import SNAPSHOT_SCHEMA, normalize_snapshot, snapshot_exprs
 from core.rules.state import (
     empty_state,
@@ -109,7 +113,7 @@ def evaluate(
     # One contiguous chunk per column: polars 2.1 panics ("assertion failed: i < self.len()")
     # formatting reason text over a filtered frame whose columns are chunked differently,
     # which the snapshot's own layout and the streaming engine's morsels can both produce.
-    frame = _collect_main(lf.drop(cs.starts_with("_f_", "_applies_"))).rechunk()
+    frame = _collect_main(lf.drop(cs.starts_with("_f_", "_fd_", "_applies_"))).rechunk()
     check_vocabulary(frame)
     out = frame.with_columns(
         _reasons(frame, plan).alias("reason"),
@@ -175,17 +179,26 @@ def _plan(settings_json: str) -> _Plan:
                 for ts, n in masks.items()
             ],
         ),
-        # three-valued fired columns only for disabled rules (to report what they would do)
-        tuple(_fires(r, s, c(masks[r.applies_to])).alias(f"_f_{r.name}") for r in off),
+        # disabled rules: three-valued (to report what they would do); enabled: fired or not
         (
-            _decision_code(enabled, s, masks).alias("_code"),
+            *[_fires(r, s, c(masks[r.applies_to])).alias(f"_f_{r.name}") for r in off],
+            *[
+                _fired(r, s, c(masks[r.applies_to])).alias(f"_fd_{i}")
+                for i, r in enumerate(enabled)
+            ],
+        ),
+        (
+            _bits([c(f"_fd_{i}") for i in range(len(enabled))]).alias("_fired_bits"),
+            _bits(
+                [
+                    c(masks[r.applies_to]) & ~c(f"_fd_{i}") & _missing(r)
+                    for i, r in enumerate(enabled)
+                ]
+            ).alias("_undecided_bits"),
             _bits(_missing_flags(enabled, masks)).alias("_missing_bits"),
             _bits(_suppressed_flags(off)).alias("_suppressed_bits"),
         ),
-        (
-            pl.when(c("_code") >= 0).then(c("_code")).otherwise(-c("_code") - 1).alias("_k"),
-            (c("_code") < 0).fill_null(False).alias("_nodata"),
-        ),
+        *_walk_stages(enabled, s),
         (
             _lookup([r.name for r in enabled], pl.String).alias("rule"),
             _lookup([r.priority for r in enabled], pl.Float64).alias("priority"),
@@ -199,6 +212,9 @@ def _plan(settings_json: str) -> _Plan:
             .alias("_group"),
             _names(c("_missing_bits"), INPUT_COLUMNS).alias("missing_inputs"),
             _names(c("_suppressed_bits"), tuple(r.name for r in off)).alias("suppressed_rules"),
+            pl.lit(pl.Series([r.name for r in enabled], dtype=pl.String))
+            .gather(pl.when(c("_despite") > 0).then(c("_first_undecided")))
+            .alias("_undecided_rule"),
             pl.lit(pl.Series(["no rule fired", "external, untagged"]))
             .gather(c("_ext").cast(pl.UInt8))
             .alias("_base_reason"),
@@ -297,20 +313,81 @@ def _fires(rule: Rule, settings: RuleSettings, applies: pl.Expr) -> pl.Expr:
     )
 
 
-def _decision_code(
-    enabled: Sequence[Rule], s: RuleSettings, masks: dict[frozenset[str], str]
-) -> pl.Expr:
-    """i >= 0: enabled rule i fired; -(i+1): rule i undecidable (NO_DATA); null: HOLD.
+def _fired(rule: Rule, settings: RuleSettings, applies: pl.Expr) -> pl.Expr:
+    """True when the rule fired (its condition is True on the inputs present); else False."""
+    return (applies & rule.condition(settings)).fill_null(False)
 
-    One when/then chain in priority order, the same logic as `_fires` per rule: the first
-    rule that fires or is undecidable wins (a null condition falls through to the test for
-    missing inputs, which is what makes it undecidable rather than clear)."""
-    chain: Any = pl.when(c("_ext")).then(pl.lit(None, dtype=pl.Int32))
-    for i, rule in enumerate(enabled):
-        applies = c(masks[rule.applies_to])
-        chain = chain.when(applies & rule.condition(s)).then(pl.lit(i, dtype=pl.Int32))
-        chain = chain.when(applies & _missing(rule)).then(pl.lit(-(i + 1), dtype=pl.Int32))
-    return chain.otherwise(pl.lit(None, dtype=pl.Int32))
+
+def _close_only(rule: Rule) -> bool:
+    """Every decision the rule can make is CLOSE (no variant turns it into REDUCE or ROLL)."""
+    return rule.action is ExitAction.CLOSE and all(
+        v.action in (None, ExitAction.CLOSE) for v in rule.variants
+    )
+
+
+def _most_urgent(rule: Rule) -> int:
+    """The most urgent urgency (lowest code) the rule can decide with, variants included."""
+    found = [rule.urgency, *(v.urgency for v in rule.variants if v.urgency is not None)]
+    return min(_URGENCIES.index(u.value) for u in found)
+
+
+def _first(bits: pl.Expr) -> pl.Expr:
+    """Index of the lowest set bit: the highest-priority rule in the set; 64 for none."""
+    return bits.bitwise_trailing_zeros().cast(pl.Int32)
+
+
+def _walk_stages(enabled: Sequence[Rule], s: RuleSettings) -> tuple[tuple[pl.Expr, ...], ...]:
+    """The priority walk over the fired and undecided bit sets (see the module docstring).
+
+    Columns: `_k` the deciding rule (for NO_DATA the first undecided one; null for HOLD),
+    `_nodata`, `_despite` (0; 1 every outcome closes: the first fired rule decides, at the
+    most urgent urgency of the undecided rules it passed, `_passed_urgency`; 2 the time
+    exit fires and decides) and `_first_undecided`.
+    """
+    n = len(enabled)
+    open_mask = sum(1 << i for i, r in enumerate(enabled) if not _close_only(r))
+    te = next((i for i, r in enumerate(enabled) if r.name == TIME_EXIT), None)
+    time_fires = pl.lit(False) if te is None else (c("_fired_bits") & (1 << te)) != 0
+    fired, undecided = c("_first_fired"), c("_first_undecided")
+    close = _ACTIONS.index(ExitAction.CLOSE.value)
+    below = pl.lit(pl.Series([(1 << i) - 1 for i in range(n + 1)], dtype=pl.Int64))
+    passed = c("_undecided_bits") & below.gather(pl.when(c("_despite") == 1).then(fired))
+    passed_urgency: Any = pl
+    for code in range(len(_URGENCIES)):
+        mask = sum(1 << i for i, r in enumerate(enabled) if _most_urgent(r) == code)
+        passed_urgency = passed_urgency.when((passed & mask) != 0).then(pl.lit(code, pl.Int8))
+    k: Any = pl.when(c("_nodata")).then(undecided)
+    if te is not None:
+        k = k.when(c("_despite") == 2).then(te)
+    return (
+        (
+            _first(c("_fired_bits")).alias("_first_fired"),
+            _first(c("_undecided_bits")).alias("_first_undecided"),
+            _first(c("_undecided_bits") & open_mask).alias("_first_open"),
+        ),
+        (
+            (undecided < fired).alias("_blocked"),
+            _coded(enabled, s, "action", _ACTIONS, pl.when(fired < n).then(fired)).alias(
+                "_fired_action"
+            ),
+        ),
+        (
+            pl.when(~c("_blocked"))
+            .then(0)
+            .when((fired < c("_first_open")) & (c("_fired_action") == close))
+            .then(1)
+            .when(time_fires)
+            .then(2)
+            .otherwise(0)
+            .cast(pl.Int8)
+            .alias("_despite"),
+        ),
+        ((c("_blocked") & (c("_despite") == 0)).alias("_nodata"),),
+        (
+            k.when(fired < n).then(fired).otherwise(None).cast(pl.Int32).alias("_k"),
+            passed_urgency.otherwise(None).alias("_passed_urgency"),
+        ),
+    )
 
 
 def _missing(rule: Rule) -> pl.Expr:
@@ -398,7 +475,12 @@ _URGENCIES = [u.value for u in Urgency]
 
 
 def _with_variants(
-    base: pl.Expr, enabled: Sequence[Rule], s: RuleSettings, attr: str, codes: list[str]
+    base: pl.Expr,
+    enabled: Sequence[Rule],
+    s: RuleSettings,
+    attr: str,
+    codes: list[str],
+    key: pl.Expr,
 ) -> pl.Expr:
     """Apply the rules' declared variants (e.g. take profit below target -> REDUCE), on
     integer codes (index into `codes`): int selects are much cheaper than string ones."""
@@ -407,33 +489,37 @@ def _with_variants(
         for v in rule.variants:
             value = getattr(v, attr)
             if value is not None:
-                hit = (c("_k") == i) & ~c("_nodata") & v.when(s)
+                hit = (key == i) & v.when(s)
                 code = pl.lit(codes.index(value.value), dtype=pl.Int8)
                 out = pl.when(hit).then(code).otherwise(out)
     return out
 
 
-def _coded(enabled: Sequence[Rule], s: RuleSettings, attr: str, codes: list[str]) -> pl.Expr:
-    """The deciding rule's action/urgency code (null for HOLD/external), variants applied."""
+def _coded(
+    enabled: Sequence[Rule], s: RuleSettings, attr: str, codes: list[str], key: pl.Expr
+) -> pl.Expr:
+    """Rule `key`'s action/urgency code (null for no rule/external), variants applied."""
     if not enabled:
         return pl.lit(None, dtype=pl.Int8)
     table = pl.Series([codes.index(getattr(r, attr).value) for r in enabled], dtype=pl.Int8)
-    base = pl.when(~c("_ext")).then(pl.lit(table).gather(c("_k")))
-    return _with_variants(base, enabled, s, attr, codes)
+    base = pl.when(~c("_ext")).then(pl.lit(table).gather(key))
+    return _with_variants(base, enabled, s, attr, codes, key)
 
 
 def _action(enabled: Sequence[Rule], s: RuleSettings) -> pl.Expr:
     code = (
         pl.when(c("_nodata"))
         .then(pl.lit(_ACTIONS.index(ExitAction.NO_DATA.value), dtype=pl.Int8))
-        .otherwise(_coded(enabled, s, "action", _ACTIONS))
+        .otherwise(_coded(enabled, s, "action", _ACTIONS, c("_k")))
         .fill_null(_ACTIONS.index(ExitAction.HOLD.value))
     )
     return pl.lit(pl.Series(_ACTIONS, dtype=pl.String)).gather(code)
 
 
 def _urgency(enabled: Sequence[Rule], s: RuleSettings) -> pl.Expr:
-    code = pl.when(~c("_nodata")).then(_coded(enabled, s, "urgency", _URGENCIES))
+    # closing despite an undecided rule: the most urgent of the outcomes it might have had
+    own = _coded(enabled, s, "urgency", _URGENCIES, c("_k"))
+    code = pl.when(~c("_nodata")).then(pl.min_horizontal(own, c("_passed_urgency")))
     return pl.lit(pl.Series(_URGENCIES, dtype=pl.String)).gather(code)
 
 
@@ -460,6 +546,22 @@ def _reasons(frame: pl.DataFrame, plan: _Plan) -> pl.Series:
         # in-memory: polars 2.1's streaming engine can panic on str.format in when/then here
         texts = pl.concat(pieces).collect(engine="in-memory")
         reason = base.scatter(texts["_row"], texts["r"])
+    despite = frame["_despite"]
+    if (despite > 0).any():
+        why = pl.lit(pl.Series(["", "every outcome it could have closes", "the time exit applies"]))
+        reason = pl.select(
+            pl.when(despite > 0)
+            .then(
+                pl.format(
+                    "{}; closed although missing {} left rule {} undecided: {}",
+                    reason,
+                    frame["missing_inputs"],
+                    frame["_undecided_rule"],
+                    why.gather(despite),
+                )
+            )
+            .otherwise(reason)
+        ).to_series()
     suppressed = frame["suppressed_rules"]
     if suppressed.null_count() == suppressed.len():
         return reason

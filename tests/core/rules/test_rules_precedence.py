@@ -123,8 +123,9 @@ def test_a_higher_rule_that_fired_outranks_a_lower_missing_input() -> None:
 
 
 def test_missing_input_blocks_lower_rules_that_would_fire() -> None:
-    # profit unknown: the trailing stop is undecidable, so the time exit may not act alone.
-    d = decide(profit_pct=None, dte=0)
+    # profit unknown in the roll window: take profit might REDUCE or CLOSE, so the roll that
+    # fires below may not act alone (the position has time: NO_DATA, not a guess).
+    d = decide(profit_pct=None, dte=23)
     assert (d["action"], d["rule"]) == ("NO_DATA", "trailing_stop")
 
 

@@ -54,12 +54,18 @@ CASES: list[tuple[str, dict[str, Any], bool, dict[str, Any] | None, RuleSettings
     ("single_leg_exit", {**SINGLE, "dte": 20}, True, None, None),
     # 1.4 trailing: armed once the peak reaches 40 (floor = 0.4 x peak)
     ("trailing_stop", {"profit_pct": 15.99}, True, {"peak": 40.0}, None),
+    ("trailing_stop", {"profit_pct": 16.0}, True, {"peak": 40.0}, None),  # at peak and floor
     ("trailing_stop", {"profit_pct": 15.0}, False, {"peak": 39.99}, None),
     ("trailing_stop", {"profit_pct": 16.0}, True, {"peak": 40.01}, None),
-    # 1.4 trailing: profit below 40% of the peak (peak 50 -> floor 20)
-    ("trailing_stop", {"profit_pct": 20.0}, False, {"peak": 50.0}, None),
+    # 1.4 trailing: profit <= 40% of the peak (peak 50 -> floor 20): equality closes
+    ("trailing_stop", {"profit_pct": 20.0}, True, {"peak": 50.0}, None),
     ("trailing_stop", {"profit_pct": 19.99}, True, {"peak": 50.0}, None),
     ("trailing_stop", {"profit_pct": 20.01}, False, {"peak": 50.0}, None),
+    # 1.4 trailing: the floor of a peak that is not round (62.5 -> 25.0, 0.4 x 45.5 -> 18.2)
+    ("trailing_stop", {"profit_pct": 25.0}, True, {"peak": 62.5}, None),
+    ("trailing_stop", {"profit_pct": 25.01}, False, {"peak": 62.5}, None),
+    ("trailing_stop", {"profit_pct": 18.2}, True, {"peak": 45.5}, None),
+    ("trailing_stop", {"profit_pct": 18.21}, False, {"peak": 45.5}, None),
     # 1.5 VIX > 35
     ("vix_exit", {"vix": 35.0, "entry_vix": 34.0}, False, None, None),
     ("vix_exit", {"vix": 34.99, "entry_vix": 34.0}, False, None, None),

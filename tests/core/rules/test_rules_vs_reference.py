@@ -86,6 +86,16 @@ def random_book(n: int, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
     memory = memory.with_columns(
         pl.when(pl.col("peak_profit_pct").is_finite()).then(pl.col("peak_profit_pct"))
     ).filter(pl.Series(has))
+    # A tenth of the book is in its last days with a calm market (profit and greeks as
+    # drawn), so missing data meets the time exit rather than an early rule.
+    last = pl.Series(rng.random(n) < 0.1) & snap["dte"].is_not_null()
+    market = {k: v for k, v in quiet.items() if k not in ("profit_pct", "net_delta")}
+    snap = snap.with_columns(
+        *[pl.when(last).then(pl.lit(v)).otherwise(pl.col(k)).alias(k) for k, v in market.items()],
+        pl.when(last).then(pl.col("entry_iv").fill_nan(0.2)).otherwise(pl.col("iv")).alias("iv"),
+        pl.when(last).then(pl.col("entry_iv").fill_nan(0.2)).otherwise(pl.col("entry_iv")),
+        pl.when(last).then(pl.Series(rng.integers(0, 4, n))).otherwise(pl.col("dte")).alias("dte"),
+    )
     return snap, memory
 
 
@@ -115,3 +125,9 @@ def test_engine_matches_the_reference_loop(settings: RuleSettings) -> None:
     rolls = set() if "dte_roll" in settings.disabled else {"ROLL"}
     assert set(got["action"]) == {"HOLD", "CLOSE", "REDUCE", "NO_DATA", *rolls}
     assert set(got["rule"].drop_nulls()) == set(RULE_NAMES) - set(settings.disabled)
+    # ... including both ways an undecided rule still closes (see the engine's docstring)
+    closed_anyway = got.filter(pl.col("reason").str.contains("closed although missing"))
+    assert set(closed_anyway["action"]) == {"CLOSE"}
+    assert closed_anyway["missing_inputs"].null_count() == 0
+    assert closed_anyway["reason"].str.contains("every outcome").sum() > 0
+    assert closed_anyway["reason"].str.contains("the time exit applies").sum() > 0
