@@ -1,8 +1,9 @@
 """Connection-level faults and historical-data pacing of the gateway simulator.
 
-Market-level faults (rejects, partial/delayed fills, duplicate executions, NaN/stale
-greeks) live on `SimExchange.faults` so SimBroker sees them too; what only exists on a
-socket lives here: dropped connections, clientIds already in use, pacing violations.
+Market-level faults (rejects, partial/delayed fills, duplicate or corrected executions,
+fills racing cancels, assignments, NaN/stale greeks) live on `SimExchange.faults` so
+SimBroker sees them too; what only exists on a socket lives here: dropped connections,
+clientIds already in use, late commission reports, pacing violations.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ class GatewayFaults:
     drop_on_next_order: int = 0  # place the next N orders, then drop before any ack
     pacing_violations: int = 0  # answer the next N historical requests with 162
     silent_market_data: bool = False  # accept market-data requests, never send a tick
+    late_commission_next: int = 0  # the next N commission reports come late
+    hold_next_client_id: bool = False  # the next startApi finds its id held by a ghost (326)
 
 
 @dataclass(frozen=True)
