@@ -43,7 +43,8 @@ from core.domain import (
     Quote,
     SecType,
 )
-from core.sim.calendar import ET, to_epoch
+from core.domain.timezones import MARKET_TZ
+from core.sim.calendar import to_epoch
 from core.sim.exchange import ExecutionReported
 from core.sim.gateway import messages as msg
 from core.sim.gateway import requests as rq
@@ -1171,10 +1172,10 @@ class GatewayServer:
             s.send(msg.error(r.req_id, 321, f"Error validating request:-'time': {exc}"))
             s.send(msg.exec_details_end(r.req_id))
             return
-        today = self.now.astimezone(ET).date()
+        today = self.now.astimezone(MARKET_TZ).date()
         for report in self.exchange.reports(since):
             e = report.execution
-            if e.time.astimezone(ET).date() != today:
+            if e.time.astimezone(MARKET_TZ).date() != today:
                 continue
             link = self._links.get(e.order_id)
             cid = link.client_id if link else 0
