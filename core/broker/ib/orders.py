@@ -19,6 +19,8 @@ from core.broker.ib.convert import (
     classify_error,
     clean,
     from_ib_contract,
+    is_bag_fill,
+    latest_fills,
     order_state_from_trade,
     to_ib_contract,
     to_ib_order,
@@ -26,7 +28,7 @@ from core.broker.ib.convert import (
 from core.broker.ib.executions import ExecutionJournal
 from core.broker.ib.logs import v6_logger
 from core.broker.ib.requests import Requests
-from core.domain import Action, Contract, OrderRequest, OrderState, OrderStatus
+from core.domain import Action, ComboLeg, Contract, OrderRequest, OrderState, OrderStatus
 
 logger = v6_logger(__name__)
 
@@ -204,16 +206,27 @@ class Orders:
         return trade.order.clientId == self._conn.client_id and trade.order.orderId > 0
 
     def _state_from_fills(self, order_ref: str, fills: list[Fill]) -> OrderState:
-        """Last resort when only executions remember an order: a FILLED state from them."""
-        first = fills[0]
-        contract = self._contracts_by_ref.get(order_ref) or from_ib_contract(first.contract)
-        qty = int(sum(f.execution.shares for f in fills))
-        notional = sum(f.execution.shares * f.execution.price for f in fills)
+        """Last resort when only executions remember an order: a FILLED state from them.
+        A combo's BAG-level executions give its quantity and net price (the legs' only its
+        legs); each fill counts once, in its latest corrected version."""
+        fills = latest_fills(fills)
+        bags = [f for f in fills if is_bag_fill(f)]
+        legs = [f for f in fills if not is_bag_fill(f)]
+        own = bags or legs
+        first = own[0]
+        qty = int(sum(f.execution.shares for f in own))
+        notional = sum(f.execution.shares * f.execution.price for f in own)
+        side = Action.BUY if first.execution.side in ("BOT", "BUY") else Action.SELL
+        contract = self._contracts_by_ref.get(order_ref)
+        if contract is None:
+            contract = from_ib_contract(
+                first.contract, _combo_legs(side, qty, legs) if bags else None
+            )
         return OrderState(
             order_id=int(first.execution.orderId),
             order_ref=order_ref,
             contract=contract,
-            action=Action.BUY if first.execution.side == "BOT" else Action.SELL,
+            action=side,
             quantity=qty,
             status=OrderStatus.FILLED,
             filled=qty,
@@ -278,6 +291,22 @@ class Orders:
         finally:
             trade.statusEvent -= on_status
             ib.disconnectedEvent -= on_drop
+
+
+def _combo_legs(side: Action, units: int, legs: list[Fill]) -> list[ComboLeg]:
+    """A combo's legs as its executions show them: ratio per unit, action as written for
+    a BUY of the combo (a SELL executes the legs reversed)."""
+    shares: dict[int, tuple[float, str]] = {}
+    for f in legs:
+        q, s = shares.get(f.contract.conId, (0.0, f.execution.side))
+        shares[f.contract.conId] = (q + float(f.execution.shares), s)
+    out = []
+    for con_id, (q, leg_side) in shares.items():
+        bought = leg_side in ("BOT", "BUY")
+        as_written = bought if side is Action.BUY else not bought
+        ratio = max(1, round(q / units)) if units else 1
+        out.append(ComboLeg(con_id=con_id, ratio=ratio, action="BUY" if as_written else "SELL"))
+    return out
 
 
 def _float(text: Any) -> float:
