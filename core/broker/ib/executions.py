@@ -55,7 +55,8 @@ class ExecutionJournal:
         return sorted(self._journal.values(), key=lambda e: (e.time, e.exec_id))
 
     def add_listener(self, listener: Callable[[Execution], None]) -> Callable[[], None]:
-        """Call `listener` for each new execution; returns the unsubscribe."""
+        """Call `listener` for each new execution (a correction is one, a late commission
+        is not); returns the unsubscribe."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
 
@@ -149,9 +150,7 @@ class ExecutionJournal:
             self._break(fill, f"execId {e.exec_id} reported again with other content")
             return None
         if math.isnan(known.commission) and not math.isnan(e.commission):
-            self._journal[key] = e
-            self._notify(e)
-            return e
+            self._journal[key] = e  # the same execution, now with its cost: not a new one
         return None
 
     def _notify(self, e: Execution) -> None:
