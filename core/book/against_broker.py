@@ -76,6 +76,7 @@ async def reconcile_against_broker(
         tolerance=Tolerance(cfg.avg_price_tolerance, cfg.avg_price_tolerance_rel),
     )
     written = book.apply(result)
+    book.fill_in_commissions(frames.executions)
     if result.unresolved_breaks:
         log.warning("reconciliation: %d unresolved break(s)", result.unresolved_breaks)
     return Reconciliation(result, before, since, frames, acct, written)

@@ -18,6 +18,8 @@ class BreakKind(StrEnum):
     MISSING_ORDER = "missing_order"  # a V6 order working at the broker the book never recorded
     STALE_ORDER = "stale_order"  # the book thinks an order works, the broker no longer has it
     EXTERNAL_ORDER = "external_order"  # an order V6 did not place
+    EXECUTION_CONFLICT = "execution_conflict"  # a booked exec_id reported with other content
+    EXECUTION_CORRECTION = "execution_correction"  # a booked fill replaced by its correction
 
 
 class Resolution(StrEnum):
