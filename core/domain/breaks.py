@@ -20,6 +20,7 @@ class BreakKind(StrEnum):
     EXTERNAL_ORDER = "external_order"  # an order V6 did not place
     EXECUTION_CONFLICT = "execution_conflict"  # a booked exec_id reported with other content
     EXECUTION_CORRECTION = "execution_correction"  # a booked fill replaced by its correction
+    UNKNOWN_CONTRACT = "unknown_contract"  # an execution naming no contract V6 can book
 
 
 class Resolution(StrEnum):

@@ -149,6 +149,7 @@ class _Context(_Passes, _Orders):
 
     def run(self) -> ReconcileResult:
         self.conflicts_pass()
+        self.unbookable_pass()
         self.corrections_pass()
         self.executions_pass()
         self.focus()

@@ -70,6 +70,36 @@ class _Passes(_Views):
             )
         )
 
+    def unbookable_pass(self) -> None:
+        """Executions naming no contract V6 knows (no conId) cannot be booked: each is an
+        urgent, unresolved break carrying the broker's raw fields."""
+        u = self._unbookable
+        if u.is_empty():
+            return
+        fields = (
+            "exec_id", "order_ref", "order_id", "perm_id", "account", "symbol", "sec_type",
+            "local_symbol", "con_id", "side", "quantity", "price", "time",
+        )  # fmt: skip
+        raw = pl.format(
+            "execution names no contract V6 can book: " + ", ".join(f"{f}={{}}" for f in fields),
+            *(pl.col(f).cast(pl.String).fill_null("?") for f in fields),
+        )
+        self.break_parts.append(
+            _conform(
+                u.with_columns(
+                    break_id=pl.lit("unbookable-") + pl.col("exec_id"),
+                    kind=pl.lit(BreakKind.UNKNOWN_CONTRACT.value),
+                    resolution=pl.lit(Resolution.NOTED.value),
+                    resolved=pl.lit(False),
+                    severity=pl.lit(Severity.URGENT.value),
+                    con_id=pl.lit(None, pl.Int64),
+                    quantity_delta=pl.lit(0, pl.Int64),
+                    detail=raw,
+                ),
+                _NB_SCHEMA,
+            )
+        )
+
     def corrections_pass(self) -> None:
         """A correction replaces the version the book booked: that version is reversed by a
         synthetic fill on its leg (commission refunded with it) and recorded as a resolved

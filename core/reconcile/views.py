@@ -181,8 +181,13 @@ class _Views:
             conflict_lf,
             replaced_lf,
         ]
+        # executions that name no contract V6 can book (no conId): kept as breaks
+        mine = pl.lit(True) if account is None else pl.col("account") == account
+        unbookable_lf = ex_lf.filter("_first").filter(
+            mine & (pl.col("sec_type") != "BAG") & ~(pl.col("con_id") > 0).fill_null(False)
+        )
         if not fills_only:
-            plans += [con_lf, pos_lf]
+            plans += [con_lf, pos_lf, unbookable_lf]
         out = pl.collect_all(plans, engine=_ENGINE)
         # per leg: the book's quantity and one-way price aggregates (see position_stats)
         self._leg_agg, counted, self._new_exec, self._by_sc, self._conflicts, self._replaced = out[
@@ -195,7 +200,7 @@ class _Views:
         )
         if fills_only:
             return
-        con_qty0, self.positions = out[6:]
+        con_qty0, self.positions, self._unbookable = out[6:]
         agg_cols = ["con_id", "quantity", *_side_aggs()]
         if con_qty0.get_column("_split").any():  # a leg with fills on two contracts
             fills = book.fills.select("con_id", "quantity", "price", "commission")
