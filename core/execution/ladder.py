@@ -291,7 +291,12 @@ class Ladder:
         )
 
     async def _settle(self, state: OrderState, wait_s: float, since: datetime) -> OrderState:
-        """Wait up to `wait_s` for the order to finish, then cancel it and confirm."""
+        """Wait up to `wait_s` for the order to finish, then cancel it and confirm.
+
+        Only the broker's final status counts: a cancel can lose to a fill (fully: FILLED;
+        partly: CANCELLED with the fills), and an order whose cancel is not confirmed or
+        cannot be sent stops the job (CancelUnconfirmed) so no next step goes out beside it.
+        """
         poll = self.settings.strategies.fill_poll_s
         polls = max(1, math.ceil(wait_s / poll - 1e-9))
         ref = state.order_ref
@@ -301,7 +306,16 @@ class Ladder:
             await self._wait(min(poll, wait_s))
             state = await self.broker.find_order(ref) or state
         if not state.status.is_done:
-            state = await self.broker.cancel_order(state.order_id)
+            try:
+                state = await self.broker.cancel_order(state.order_id)
+            except BrokerError as exc:
+                if exc.kind is ErrorClass.CONNECTIVITY:
+                    raise
+                self.book.record_order(state)
+                raise CancelUnconfirmed(
+                    f"cannot cancel {ref} (order {state.order_id}): {exc}; nothing more is "
+                    "sent until it is settled (resume later)"
+                ) from exc
             for _ in range(CANCEL_CONFIRM_POLLS):
                 if state.status.is_done:
                     break

@@ -33,6 +33,10 @@ from core.domain import Action, ComboLeg, Contract, OrderRequest, OrderState, Or
 logger = v6_logger(__name__)
 
 _UNACKED = frozenset({"PendingSubmit", "ApiPending"})
+# Answers to a cancel that say only that it did not apply (not found / not cancellable);
+# ib_async still marks the order Cancelled locally on them, whatever really became of it.
+_CANCEL_REFUSALS = frozenset({161, 10147, 10148})
+MASTER_CLIENT_ID = 0  # IB lets clientId 0 cancel orders of every client
 
 
 class Orders:
@@ -80,7 +84,11 @@ class Orders:
         await self._conn.ready()
         ib = self._conn.ib
         async with self._requests.lock("lookup"):
-            own = [t for t in ib.trades() if self._own(t) and t.order.orderRef == order_ref]
+            own = [
+                t
+                for t in ib.trades()
+                if self._own(t) and t.order.orderRef == order_ref and not _guessed(t)
+            ]
             if own:
                 await self._requests.barrier()
                 return self._state(own[-1])
@@ -146,6 +154,9 @@ class Orders:
             return await self._await_ack(trade, order)
 
     async def cancel_order(self, order_id: int) -> OrderState:
+        """Request the cancel and wait for IB's answer. The state returned is the broker's:
+        a cancel can lose to a fill, and a refused cancel is looked up, not taken as done.
+        An order of another clientId is refused here: only that id can cancel it."""
         await self._conn.ready()
         ib = self._conn.ib
         trade = next((t for t in ib.trades() if self._own(t) and t.order.orderId == order_id), None)
@@ -161,12 +172,29 @@ class Orders:
                 ErrorClass.REJECTION,
                 10147,
             )
-        if trade.isDone():
+        if trade.isDone() and not _guessed(trade):
             return self._state(trade)
+        placed_by = trade.order.clientId
+        if placed_by != self._conn.client_id and self._conn.client_id != MASTER_CLIENT_ID:
+            raise BrokerError(
+                f"order {order_id} ({trade.order.orderRef}) was placed under clientId "
+                f"{placed_by} and this connection is clientId {self._conn.client_id}: only "
+                f"clientId {placed_by} (or clientId 0, or a global cancel) can cancel it; it "
+                "stays live until cancelled there or it expires",
+                ErrorClass.REJECTION,
+                10147,
+            )
         ib.cancelOrder(trade.order)
         await self._wait_trade(trade, lambda t: t.isDone(), self._conn.settings.request_timeout_s)
         if ib.isConnected():
             await self._requests.barrier()
+        if _guessed(trade):  # the cancel was refused: how the order ended is IB's to say
+            logger.info(
+                "cancel of order %d refused (%s); asking the broker how it ended",
+                order_id,
+                trade.log[-1].errorCode,
+            )
+            return await self.find_order(trade.order.orderRef) or self._state(trade)
         return self._state(trade)
 
     async def what_if(self, order: OrderRequest) -> float:
@@ -307,6 +335,15 @@ def _combo_legs(side: Action, units: int, legs: list[Fill]) -> list[ComboLeg]:
         ratio = max(1, round(q / units)) if units else 1
         out.append(ComboLeg(con_id=con_id, ratio=ratio, action="BUY" if as_written else "SELL"))
     return out
+
+
+def _guessed(trade: Trade) -> bool:
+    """Is the trade's Cancelled only ib_async's reading of a refused cancel?"""
+    return (
+        trade.orderStatus.status == "Cancelled"
+        and bool(trade.log)
+        and trade.log[-1].errorCode in _CANCEL_REFUSALS
+    )
 
 
 def _float(text: Any) -> float:
