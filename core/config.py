@@ -577,6 +577,37 @@ class SimSettings(_Section):
     regimes: dict[str, Literal["calm", "trending", "high_vol", "crash"]] = Field(
         default_factory=dict, description="scripted regime per session, {'2026-03-10': 'crash'}"
     )
+    # IB's habits on the money path, on by default and seeded (docs/IB_ASSUMPTIONS.md)
+    correction_rate: float = Field(
+        0.02, ge=0, le=1, description="share of fills first reported wrong, then corrected"
+    )
+    late_commission_rate: float = Field(
+        0.1, ge=0, le=1, description="share of commission reports sent late"
+    )
+    late_commission_s: float = Field(30.0, ge=0, description="how late a late commission is")
+    cancel_fill_rate: float = Field(
+        0.05, ge=0, le=1, description="share of cancels of a live order that lose to a fill"
+    )
+    client_id_linger_s: float = Field(
+        5.0, ge=0, description="a dropped client's id stays taken (326) this long"
+    )
+    dividend_assignment_rate: float = Field(
+        0.8, ge=0, le=1,
+        description="per contract: a short ITM call whose extrinsic < the dividend is "
+        "assigned on the eve of the ex-date",
+    )  # fmt: skip
+    put_assignment_days: int = Field(
+        5, ge=0, description="deep ITM short puts may be assigned this close to expiry"
+    )
+    put_assignment_itm_pct: float = Field(
+        3.0, ge=0, description="a put counts as deep ITM from this share of its strike"
+    )
+    put_assignment_extrinsic: float = Field(
+        0.05, ge=0, description="and when its extrinsic value (per share) is below this"
+    )
+    put_assignment_rate: float = Field(
+        0.3, ge=0, le=1, description="per contract and session: such a put is assigned"
+    )
 
     @field_validator("regimes")
     @classmethod

@@ -25,22 +25,37 @@ class Runtime:
     clock: Clock = field(default_factory=SystemClock)
     # Each call returns a new, unconnected broker (each flow run owns its connection).
     broker_factory: Callable[[], Broker] | None = None
+    _sim_world: Broker | None = field(default=None, init=False, repr=False)
 
     def new_broker(self) -> Broker:
+        """A new connection; on the `sim` broker, to this runtime's one simulated world."""
         if self.broker_factory is not None:
             return self.broker_factory()
-        return default_broker(self.settings, self.clock)
+        if self.settings.broker.kind is BrokerKind.IB:
+            return default_broker(self.settings, self.clock)
+        from core.broker.sim import SimBroker
+
+        if not isinstance(self._sim_world, SimBroker):
+            self._sim_world = default_broker(self.settings, self.clock)
+        assert isinstance(self._sim_world, SimBroker)
+        world = self._sim_world
+        return SimBroker(world.exchange, first_order_id=world.first_order_id)
 
 
 def default_broker(settings: Settings, clock: Clock) -> Broker:
-    """The broker the settings ask for: IB (gateway or its simulator) or an in-process sim."""
+    """The broker the settings ask for: IB (gateway or its simulator) or an in-process sim.
+
+    The in-process sim numbers its orders from a base unique to the run
+    (`core.broker.sim.run_order_base`): its world lives in this process only, and its
+    execIds must never repeat ones an earlier process booked (README, "What V6 assumes")."""
     if settings.broker.kind is BrokerKind.IB:
         from core.broker.ib import IBBroker
 
         return IBBroker(settings.broker)
-    from core.broker.sim import SimBroker
+    from core.broker.sim import SimBroker, run_order_base
 
-    return SimBroker.from_settings(settings, clock)
+    sim = SimBroker.from_settings(settings, clock)
+    return SimBroker(sim.exchange, first_order_id=run_order_base())
 
 
 _CURRENT: ContextVar[Runtime | None] = ContextVar("v6_runtime", default=None)

@@ -93,6 +93,7 @@ async def reconcile_against_broker(
         bounds=bounds,
     )
     written = book.apply(result)
+    book.fill_in_commissions(frames.executions)
     if result.unresolved_breaks:
         log.warning(
             "reconciliation: %d unresolved break(s), %d suspect report(s)",

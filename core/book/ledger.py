@@ -289,6 +289,7 @@ class Book:
         if not executions:
             return table_schema_frame("fills")
         frame = executions_frame(executions)
+        self.fill_in_commissions(frame)
         result = reconcile(
             self.frames(),
             BrokerFrames(
@@ -302,6 +303,30 @@ class Book:
         )
         self._write(result, breaks=False, snapshot=False)
         return result.fills
+
+    def fill_in_commissions(self, executions: pl.DataFrame) -> int:
+        """Fill in the commission of booked fills that lacked one, from the broker's
+        executions (IB may send a commission report seconds after its execution, or only
+        after a reconnect). An update of the fill row, never a second fill; realised P&L
+        reads it from there. Returns how many fills got their commission."""
+        known = executions.filter(pl.col("commission").is_finite()).select(
+            "exec_id", _comm=pl.col("commission")
+        )
+        if known.is_empty():
+            return 0
+        lacking = self.store.read(
+            "fills",
+            where=pl.col("commission").is_null()
+            & pl.col("exec_id").is_in(known.get_column("exec_id").implode()),
+        ).collect()
+        if lacking.is_empty():
+            return 0
+        rows = lacking.join(known.unique("exec_id"), on="exec_id").with_columns(
+            commission=pl.col("_comm")
+        )
+        self.store.merge("fills", rows.drop("_comm"), update=True)
+        log.info("filled in %d late commission(s)", rows.height)
+        return rows.height
 
     def set_strategy_status(self, strategy_id: str, status: StrategyStatus, note: str = "") -> None:
         """Mark a strategy CANCELLED (never filled) or similar bookkeeping transitions."""

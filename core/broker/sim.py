@@ -13,6 +13,7 @@ remember to pump the exchange.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -35,14 +36,29 @@ from core.sim.exchange import SimExchange, SimExchangeError
 from core.sim.market import MarketSimulator
 
 NOT_CONNECTED = 504  # IB: "Not connected"
+ORDER_ID_SPAN = 1_000_000_000  # run bases stay below this, so perm ids fit IB's int32
+
+
+def run_order_base() -> int:
+    """A first order id unique to this run (milliseconds of the wall clock, wrapped).
+
+    The simulator's execIds start with the order's permId, so a new process numbering its
+    orders from 1 again would report fills under execIds an earlier process already booked,
+    and the book would take the new fill for a repeat. Runs started apart number apart."""
+    return 1 + time.time_ns() // 1_000_000 % ORDER_ID_SPAN
 
 
 class SimBroker:
     """In-process broker over a SimExchange (implements `core.broker.base.Broker`)."""
 
-    def __init__(self, exchange: SimExchange, *, client_id: int = 0) -> None:
+    def __init__(
+        self, exchange: SimExchange, *, client_id: int = 0, first_order_id: int = 1
+    ) -> None:
+        if first_order_id <= 0:
+            raise ValueError(f"first_order_id must be > 0, got {first_order_id}")
         self.exchange = exchange
         self.client_id = client_id
+        self.first_order_id = first_order_id  # see `run_order_base`
         self.connect_failures = 0  # chaos: refuse this many connect() attempts
         self._connected = False
         self._synced_at: int | None = None
@@ -160,10 +176,17 @@ class SimBroker:
 
     # ------------------------------------------------------------------ trading
     async def place_order(self, order: OrderRequest) -> OrderState:
-        """Submit once per order_ref; a known ref returns the existing order unchanged."""
+        """Submit once per order_ref; a known ref returns the existing order unchanged.
+
+        The exchange, like IB, accepts any number of orders with one ref: idempotency is
+        this broker's, through `find_order` as IBBroker does it."""
         self._ready()
+        existing = self.exchange.find_order(order.order_ref) if not order.what_if else None
+        if existing is not None:
+            return existing
         try:
-            return self.exchange.place_order(order, client_id=self.client_id)
+            order_id = max(self.exchange.next_order_id, self.first_order_id)
+            return self.exchange.place_order(order, client_id=self.client_id, order_id=order_id)
         except SimExchangeError as exc:
             raise BrokerError(str(exc), ErrorClass.REJECTION, code=exc.code) from exc
 

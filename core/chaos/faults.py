@@ -27,7 +27,8 @@ from core.sim.gateway.server import GatewayServer
 
 log = logging.getLogger(f"v6.{__name__}")
 
-# Faults that need an order to fire: they stay armed until one is placed.
+# Faults that need something to act on (an order, a fill, a cancel, a connect, an option
+# position) to fire: they stay armed until it comes.
 ORDER_FAULTS = frozenset(
     {
         FaultKind.CONNECTION_DROP,
@@ -36,6 +37,12 @@ ORDER_FAULTS = frozenset(
         FaultKind.DELAYED_FILLS,
         FaultKind.PARTIAL_FILL,
         FaultKind.PROCESS_KILL,
+        FaultKind.EXEC_CORRECTION,
+        FaultKind.LATE_COMMISSION,
+        FaultKind.FILL_AFTER_CANCEL,
+        FaultKind.CLIENT_ID_326,
+        FaultKind.EARLY_ASSIGNMENT,
+        FaultKind.EXPIRY_EXERCISE,
     }
 )
 CONFLICT_TABLE = "decisions"  # appended by every cycle's exit rules
@@ -126,6 +133,18 @@ def arm(kind: FaultKind, gw: GatewayServer, ex: SimExchange, hooks: Hooks) -> No
             gw.market_data_lines = LINES_DURING_EXHAUSTION
         case FaultKind.PROCESS_KILL:
             hooks.kill_after_submit = True
+        case FaultKind.EXEC_CORRECTION:
+            ex.faults.correct_next_execution = True
+        case FaultKind.LATE_COMMISSION:
+            gw.faults.late_commission_next = max(gw.faults.late_commission_next, 1)
+        case FaultKind.FILL_AFTER_CANCEL:
+            ex.faults.fill_on_next_cancel = True
+        case FaultKind.CLIENT_ID_326:
+            gw.faults.hold_next_client_id = True
+        case FaultKind.EARLY_ASSIGNMENT:
+            ex.faults.assign_next = True
+        case FaultKind.EXPIRY_EXERCISE:
+            ex.faults.exercise_next = True
         case FaultKind.COMMIT_CONFLICT | FaultKind.CRASH_DAY:
             pass  # the soak runs the concurrent writer / scripts the regime itself
 
@@ -169,6 +188,18 @@ def fired_after_cycle(
             return quoted
         case FaultKind.PROCESS_KILL:
             return not hooks.kill_after_submit
+        case FaultKind.EXEC_CORRECTION:
+            return not ex.faults.correct_next_execution
+        case FaultKind.LATE_COMMISSION:
+            return gw.faults.late_commission_next == 0
+        case FaultKind.FILL_AFTER_CANCEL:
+            return not ex.faults.fill_on_next_cancel
+        case FaultKind.CLIENT_ID_326:
+            return not gw.faults.hold_next_client_id
+        case FaultKind.EARLY_ASSIGNMENT:
+            return not ex.faults.assign_next
+        case FaultKind.EXPIRY_EXERCISE:
+            return not ex.faults.exercise_next
         case _:
             return True
 

@@ -28,6 +28,13 @@ class FaultKind(StrEnum):
     PROCESS_KILL = "process_kill"  # killed between order submit and book record; restart
     COMMIT_CONFLICT = "delta_commit_conflict"  # a concurrent writer on a cycle table
     CRASH_DAY = "crash_day"  # a scripted crash regime for one whole session
+    # IB's money-path habits (issue 17), forced on top of their seeded default rates
+    EXEC_CORRECTION = "execution_correction"  # the next fill is reported wrong, then corrected
+    LATE_COMMISSION = "late_commission"  # the next commission report comes late
+    FILL_AFTER_CANCEL = "fill_after_cancel"  # the next cancel loses the race to a fill
+    CLIENT_ID_326 = "client_id_326"  # the next connect finds its clientId still taken
+    EARLY_ASSIGNMENT = "early_assignment"  # a short option position is assigned
+    EXPIRY_EXERCISE = "expiry_exercise"  # an option position settles as at its expiry
 
 
 # Kinds armed per cycle (the crash day is a session-level setting chosen up front).

@@ -32,6 +32,7 @@ class ReconcileStep:
     account: AccountSummary
     start_net_liq: float  # today's baseline (written by the first cycle of the day)
     pending: int = 0  # V6 strategies PENDING before this reconciliation (entries to settle)
+    clock_skew_s: float = math.nan  # broker clock minus host clock, seconds (reported only)
 
     @property
     def unresolved_breaks(self) -> int:

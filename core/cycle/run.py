@@ -191,6 +191,9 @@ class CycleRun:
                 "entries": 0 if r.entries is None else len(r.entries.results),
                 "filled": sum(1 for x in results if x.filled > 0),
                 "orders": sum(len(x.attempts) for x in results),
+                "clock_skew_s": None
+                if r.reconcile is None or math.isnan(r.reconcile.clock_skew_s)
+                else round(r.reconcile.clock_skew_s, 3),
             }
         if self.health is not None:
             h = self.health

@@ -93,6 +93,8 @@ async def reconcile_step(ctx: CycleContext) -> ReconcileStep:
     """Connect if needed; read the account; make the book agree with the broker (the same
     core composition as the position_reconciliation flow); read today's baseline."""
     await ctx.broker.ensure_connected()
+    broker_now = await ctx.broker.current_time()
+    skew = (broker_now - ctx.clock.now()).total_seconds()  # reported; fills match by identity
     account = await ctx.broker.account_summary()
     ctx.net_liquidation = account.net_liquidation  # the executor's max-loss caps scale with it
     rec = await reconcile_against_broker(
@@ -108,7 +110,7 @@ async def reconcile_step(ctx: CycleContext) -> ReconcileStep:
     pending = rec.before.strategies.filter(
         (pl.col("status") == StrategyStatus.PENDING.value) & (pl.col("origin") == Origin.V6.value)
     ).height
-    return ReconcileStep(rec.result, account, baseline, pending)
+    return ReconcileStep(rec.result, account, baseline, pending, clock_skew_s=skew)
 
 
 async def market_data(ctx: CycleContext) -> MarketView:

@@ -19,6 +19,9 @@ class BreakKind(StrEnum):
     STALE_ORDER = "stale_order"  # the book thinks an order works, the broker no longer has it
     EXTERNAL_ORDER = "external_order"  # an order V6 did not place
     ABSURD_REPORT = "absurd_report"  # a broker number outside sanity bounds: nothing booked
+    EXECUTION_CONFLICT = "execution_conflict"  # a booked exec_id reported with other content
+    EXECUTION_CORRECTION = "execution_correction"  # a booked fill replaced by its correction
+    UNKNOWN_CONTRACT = "unknown_contract"  # an execution naming no contract V6 can book
 
 
 class Resolution(StrEnum):

@@ -25,7 +25,7 @@ from core.book.ledger import Book
 from core.broker.base import Broker, BrokerError, ErrorClass
 from core.clock import Clock, SimClock
 from core.config import Settings
-from core.domain import Action, Contract, OrderRequest, OrderState, OrderStatus
+from core.domain import Action, Contract, Execution, OrderRequest, OrderState, OrderStatus
 from core.domain.order_refs import make_order_ref
 from core.domain.strategies import IntentPurpose
 from core.execution.combo import (
@@ -46,7 +46,6 @@ from core.risk.limits import check_hard_caps
 log = logging.getLogger(f"v6.{__name__}")
 
 Waiter = Callable[[float], Awaitable[None]]
-EXEC_LOOKBACK = timedelta(minutes=2)  # executions of an attempt are fetched from its start
 CANCEL_CONFIRM_POLLS = 10
 _DONE_ORDER = [s.value for s in OrderStatus if s.is_done]
 
@@ -192,7 +191,7 @@ class Ladder:
             created = row["created_at"]
             if not state.status.is_done:
                 state = await self._settle(state, self._step_wait(job), since=created)
-            units = await self._book_fills(job, progress, state, since=created)
+            units = await self._book_fills(job, progress, state)
             progress.attempts.append(
                 Attempt(
                     order_ref=ref,
@@ -286,13 +285,18 @@ class Ladder:
             progress.stop(ExecStatus.REJECTED, f"{ref}: {state.message}")
             return
         state = await self._settle(state, self._step_wait(job), since=now)
-        units = await self._book_fills(job, progress, state, since=now)
+        units = await self._book_fills(job, progress, state)
         progress.attempts.append(
             _sent(ref, state, limit=price, quantity=remaining, filled=units, quote=quote)
         )
 
     async def _settle(self, state: OrderState, wait_s: float, since: datetime) -> OrderState:
-        """Wait up to `wait_s` for the order to finish, then cancel it and confirm."""
+        """Wait up to `wait_s` for the order to finish, then cancel it and confirm.
+
+        Only the broker's final status counts: a cancel can lose to a fill (fully: FILLED;
+        partly: CANCELLED with the fills), and an order whose cancel is not confirmed or
+        cannot be sent stops the job (CancelUnconfirmed) so no next step goes out beside it.
+        """
         poll = self.settings.strategies.fill_poll_s
         polls = max(1, math.ceil(wait_s / poll - 1e-9))
         ref = state.order_ref
@@ -302,7 +306,16 @@ class Ladder:
             await self._wait(min(poll, wait_s))
             state = await self.broker.find_order(ref) or state
         if not state.status.is_done:
-            state = await self.broker.cancel_order(state.order_id)
+            try:
+                state = await self.broker.cancel_order(state.order_id)
+            except BrokerError as exc:
+                if exc.kind is ErrorClass.CONNECTIVITY:
+                    raise
+                self.book.record_order(state)
+                raise CancelUnconfirmed(
+                    f"cannot cancel {ref} (order {state.order_id}): {exc}; nothing more is "
+                    "sent until it is settled (resume later)"
+                ) from exc
             for _ in range(CANCEL_CONFIRM_POLLS):
                 if state.status.is_done:
                     break
@@ -316,12 +329,14 @@ class Ladder:
                 )
         return state
 
-    async def _book_fills(
-        self, job: ComboJob, progress: Progress, state: OrderState, since: datetime
-    ) -> int:
-        """Record the order's executions and final state; returns combo units filled."""
-        execs = await self.broker.executions(since - EXEC_LOOKBACK)
-        mine = list({e.exec_id: e for e in execs if e.order_ref == state.order_ref}.values())
+    async def _book_fills(self, job: ComboJob, progress: Progress, state: OrderState) -> int:
+        """Record the order's executions and final state; returns combo units filled.
+
+        The order's executions are found by its identity (orderRef, permId), among all the
+        broker still has, never by a window of the host's clock: the broker's clock may
+        differ from it by any amount."""
+        execs = await self.broker.executions()
+        mine = [e for e in execs if _of_order(e, state)]
         if mine:
             self.book.record_fills(mine)  # fills first: a recorded done order implies its fills
         self.book.record_order(state)
@@ -342,6 +357,11 @@ class Ladder:
             progress.filled += units
             progress.cost += units * (avg if math.isfinite(avg) else 0.0)
         return units
+
+
+def _of_order(e: Execution, state: OrderState) -> bool:
+    """Whether execution `e` belongs to the order `state` (by orderRef or permId)."""
+    return e.order_ref == state.order_ref or (state.perm_id > 0 and e.perm_id == state.perm_id)
 
 
 def _sent(

@@ -138,6 +138,7 @@ class _Context(_Passes, _Orders):
         )
 
     def run_fills_only(self) -> ReconcileResult:
+        self.corrections_pass()
         self.executions_pass(v6_only=True)
         nf, new_strats, new_legs = self.finalize_targets()
         legs, strategies = self.leg_and_strategy_updates(nf, new_strats, new_legs)
@@ -180,6 +181,9 @@ class _Context(_Passes, _Orders):
                 absurd.height,
             )
             return self.refused(absurd)
+        self.conflicts_pass()
+        self.unbookable_pass()
+        self.corrections_pass()
         self.executions_pass()
         self.focus()
         self.vanished_pass()

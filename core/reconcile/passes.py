@@ -46,6 +46,99 @@ class _Passes(_Views):
     then naming the new strategies and legs and deriving their states."""
 
     # -- pass 1: executions ----------------------------------------------------------------
+    def conflicts_pass(self) -> None:
+        """Executions whose execId the book has booked with other content: an urgent,
+        unresolved break with the broker's fields, never silently dropped as a repeat."""
+        c = self._conflicts
+        if c.is_empty():
+            return
+        log_detail = pl.format(
+            "execId booked as {} x{} at {}; the broker now reports {} {} x{} at {}",
+            "_bcon", "_bqty", "_btime", "symbol", "con_id", "quantity", "time",
+        )  # fmt: skip
+        self.break_parts.append(
+            _conform(
+                c.with_columns(
+                    break_id=pl.lit("conflict-") + pl.col("exec_id"),
+                    kind=pl.lit(BreakKind.EXECUTION_CONFLICT.value),
+                    resolution=pl.lit(Resolution.NOTED.value),
+                    resolved=pl.lit(False),
+                    severity=pl.lit(Severity.URGENT.value),
+                    strategy_id=pl.col("_bsid"),
+                    leg_id=pl.col("_bleg"),
+                    quantity_delta=pl.col("quantity"),
+                    detail=log_detail,
+                ),
+                _NB_SCHEMA,
+            )
+        )
+
+    def unbookable_pass(self) -> None:
+        """Executions naming no contract V6 knows (no conId) cannot be booked: each is an
+        urgent, unresolved break carrying the broker's raw fields."""
+        u = self._unbookable
+        if u.is_empty():
+            return
+        fields = (
+            "exec_id", "order_ref", "order_id", "perm_id", "account", "symbol", "sec_type",
+            "local_symbol", "con_id", "side", "quantity", "price", "time",
+        )  # fmt: skip
+        raw = pl.format(
+            "execution names no contract V6 can book: " + ", ".join(f"{f}={{}}" for f in fields),
+            *(pl.col(f).cast(pl.String).fill_null("?") for f in fields),
+        )
+        self.break_parts.append(
+            _conform(
+                u.with_columns(
+                    break_id=pl.lit("unbookable-") + pl.col("exec_id"),
+                    kind=pl.lit(BreakKind.UNKNOWN_CONTRACT.value),
+                    resolution=pl.lit(Resolution.NOTED.value),
+                    resolved=pl.lit(False),
+                    severity=pl.lit(Severity.URGENT.value),
+                    con_id=pl.lit(None, pl.Int64),
+                    quantity_delta=pl.lit(0, pl.Int64),
+                    detail=raw,
+                ),
+                _NB_SCHEMA,
+            )
+        )
+
+    def corrections_pass(self) -> None:
+        """A correction replaces the version the book booked: that version is reversed by a
+        synthetic fill on its leg (commission refunded with it) and recorded as a resolved
+        break; the correcting execution itself is booked by the executions pass."""
+        r = self._replaced
+        if r.is_empty():
+            return
+        r = r.with_columns(break_id=pl.lit("corr-") + pl.col("_new_id"))
+        self.fill_parts.append(
+            _conform(
+                r.with_columns(
+                    exec_id=pl.lit("recon-") + pl.col("break_id"),
+                    quantity=-pl.col("quantity"),
+                    commission=-pl.col("commission"),
+                    time=pl.col("_new_time"),
+                    source=pl.lit(FillSource.RECONCILIATION.value),
+                    close_reason=pl.lit(CloseReason.CLOSED.value),
+                    _ref_sid=pl.lit(None, pl.String),
+                ),
+                _NF_SCHEMA,
+            )
+        )
+        self.break_parts.append(
+            _conform(
+                r.with_columns(
+                    kind=pl.lit(BreakKind.EXECUTION_CORRECTION.value),
+                    resolution=pl.lit(Resolution.ADJUSTED.value),
+                    resolved=pl.lit(True),
+                    severity=pl.lit(Severity.INFO.value),
+                    quantity_delta=-pl.col("quantity"),
+                    detail=pl.format("execution {} corrected by {}", "exec_id", "_new_id"),
+                ),
+                _NB_SCHEMA,
+            )
+        )
+
     def executions_pass(self, v6_only: bool = False) -> None:
         new = self._new_exec  # de-duplicated, minus what the book has (see __init__)
         if new.is_empty():

@@ -11,7 +11,7 @@ from core.domain.frames import (
     CONTRACT_COLUMNS,
     CONTRACT_SCHEMA,
 )
-from core.domain.strategies import LegStatus
+from core.domain.strategies import FillSource, LegStatus
 from core.domain.timezones import UTC_US
 from core.reconcile.model import (
     _ENGINE,
@@ -34,6 +34,11 @@ from core.reconcile.stats import (
     _split_mixed,
     _stats_schema,
 )
+
+# IB's execIds: everything before the final period names one fill, the digits after it are
+# the version a correction bumps (ids without such a suffix are their own fill, version 0)
+_FILL_KEY = pl.col("exec_id").str.replace(r"\.\d+$", "")
+_VERSION = pl.col("exec_id").str.extract(r"\.(\d+)$", 1).cast(pl.Int64).fill_null(0)
 
 
 class _Views:
@@ -115,11 +120,54 @@ class _Views:
         keep = (pl.col("sec_type") != "BAG") & (pl.col("con_id") > 0)
         if account is not None:
             keep = keep & (pl.col("account") == account)
-        new_exec_lf = (
+        # corrections: a fill is one execId up to the final period; the highest version the
+        # broker reports counts, and one the book has a lower version of replaces it
+        latest_lf = (
             ex_lf.filter("_first")
-            .join(book_lf.select("exec_id"), on="exec_id", how="anti")
             .filter(keep)
+            .with_columns(_key=_FILL_KEY, _ver=_VERSION)
+            .filter(pl.col("_ver") == pl.col("_ver").max().over("_key"))
+        )
+        booked_ver_lf = (
+            book_lf.filter(pl.col("source") == FillSource.BROKER.value)
+            .with_columns(_key=_FILL_KEY, _ver=_VERSION)
+            .sort("_ver", "exec_id")
+            .group_by("_key")
+            .agg(pl.all().last())
+        )
+        new_exec_lf = (
+            latest_lf.join(book_lf.select("exec_id"), on="exec_id", how="anti")
+            .join(booked_ver_lf.select("_key", _bver="_ver"), on="_key", how="left")
+            .filter(pl.col("_bver").is_null() | (pl.col("_bver") < pl.col("_ver")))
             .drop("_first")
+        )
+        # the booked versions those corrections replace, with the correcting execId
+        replaced_lf = (
+            new_exec_lf.filter(pl.col("_bver").is_not_null())
+            .select("_key", _new_id="exec_id", _new_time="time")
+            .join(booked_ver_lf, on="_key", how="inner")
+        )
+        new_exec_lf = new_exec_lf.drop("_key", "_ver", "_bver")
+        # an execId the book has, reported with another contract, side, quantity or time:
+        # never a repeat to drop, a conflict to surface (e.g. a simulator that restarted
+        # its numbering)
+        booked = book_lf.select(
+            "exec_id", _bcon="con_id", _bqty="quantity", _btime="time", _bleg="leg_id",
+            _bsid="strategy_id",
+        )  # fmt: skip
+        signed = (
+            pl.when(pl.col("side") == "BUY").then(pl.col("quantity")).otherwise(-pl.col("quantity"))
+        )
+        conflict_lf = (
+            ex_lf.filter("_first")
+            .filter(keep)
+            .join(booked, on="exec_id", how="inner")
+            .filter(
+                (pl.col("con_id") != pl.col("_bcon"))
+                | (signed != pl.col("_bqty"))
+                | (pl.col("time") != pl.col("_btime"))
+            )
+            .with_columns(quantity=signed)
         )
         # strategy_id, con_id -> _leg (a strategy holds a contract in at most one leg)
         by_sc_lf = (
@@ -133,12 +181,21 @@ class _Views:
             ex_lf.select(pl.len().alias("raw"), pl.col("_first").sum().alias("unique")),
             new_exec_lf,
             by_sc_lf,
+            conflict_lf,
+            replaced_lf,
         ]
+        # executions that name no contract V6 can book (no conId): kept as breaks
+        mine = pl.lit(True) if account is None else pl.col("account") == account
+        unbookable_lf = ex_lf.filter("_first").filter(
+            mine & (pl.col("sec_type") != "BAG") & ~(pl.col("con_id") > 0).fill_null(False)
+        )
         if not fills_only:
-            plans += [con_lf, pos_lf]
+            plans += [con_lf, pos_lf, unbookable_lf]
         out = pl.collect_all(plans, engine=_ENGINE)
         # per leg: the book's quantity and one-way price aggregates (see position_stats)
-        self._leg_agg, counted, self._new_exec, self._by_sc = out[:4]
+        self._leg_agg, counted, self._new_exec, self._by_sc, self._conflicts, self._replaced = out[
+            :6
+        ]
         self.duplicates = int(counted.item(0, "raw") - counted.item(0, "unique"))
         # the book's legs with their quantity before this run (qty0; null: never filled)
         self.legs_q = self.legs.join(
@@ -146,7 +203,7 @@ class _Views:
         )
         if fills_only:
             return
-        con_qty0, self.positions = out[4:]
+        con_qty0, self.positions, self._unbookable = out[6:]
         agg_cols = ["con_id", "quantity", *_side_aggs()]
         if con_qty0.get_column("_split").any():  # a leg with fills on two contracts
             fills = book.fills.select("con_id", "quantity", "price", "commission")

@@ -24,31 +24,52 @@ credit received); for SELL, the net credit received. So a bull put spread writte
 (SELL the higher put, BUY the lower put) is entered with BUY at a negative limit, or,
 written as (BUY higher, SELL lower), with SELL at a positive limit. The combo's quote is
 the net of the legs for the BUY direction (a credit combo quotes negative). A combo fills
-all legs atomically: one Execution per leg, same order_id and order_ref.
+all legs atomically: one Execution per leg, same order_id and order_ref, and, as IB does,
+one BAG-level report (the combo's net price and quantity) that moves no position.
+
+IB's habits (`habits`, the `sim` settings; seeded, on by default; docs/IB_ASSUMPTIONS.md)
+--------------------------------------------------------------------------------------
+* execIds read `permId.fillTime.FFLL.VV` (fill FF, leg LL, 00 = the BAG report): everything
+  before the final period names one fill; VV is its version. A fill may first be reported
+  wrong (price or quantity) as version 01, then corrected as 02; the account books the
+  correction only.
+* orderRef is free text: a second order with a known ref is a new order.
+* A cancel may lose the race: the order fills at its limit (fully, or partly and the rest
+  is cancelled) before the cancel lands.
+* Options on the ETFs are American and physically settled: short calls ITM with extrinsic
+  below the next dividend may be assigned on the eve of the ex-date, deep ITM short puts
+  near expiry may be assigned, and at expiry an option ITM by >= $0.01 is exercised
+  (exercise by exception). The option position goes and stock comes at the strike, with
+  no execution and no commission: a `Delivery` records it.
+
+`executions()` are the fills that moved the account (what positions add up to, with
+deliveries); `reports()` are the execution reports IB sends (BAG-level ones and corrected
+versions included), which the gateway serves.
 
 Accounting is IB Reg-T style: net liquidation = cash + securities at the mid + futures
 P&L; equity with loan value excludes option values; available funds (and buying power;
 no stock leverage multiple is applied) = equity with loan - initial margin
-(`margin.py`). Options expire at their expiry's regular close: a synthetic execution
-(order_id 0, order_ref "EXPIRY:<local symbol>", price = intrinsic at the official close)
-closes the position and cash-settles it, so positions always equal the sum of
-executions.
+(`margin.py`). Options settle at their expiry's regular close (above); futures expire
+at theirs with a synthetic cash-settling execution (order_id 0, order_ref
+"EXPIRY:<local symbol>", price = the official close).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import random
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
+from enum import StrEnum
 from typing import Final
 
 import numpy as np
 
 from core.clock import Clock, SimClock
-from core.config import Settings
+from core.config import Settings, SimSettings
 from core.domain import (
     AccountSummary,
     Action,
@@ -66,6 +87,7 @@ from core.domain import (
     SecType,
 )
 from core.sim.calendar import MarketCalendar, from_epoch, to_epoch
+from core.sim.dividends import next_dividend
 from core.sim.margin import portfolio_margin
 from core.sim.market import MarketSimulator
 from core.sim.volsurface import OPTION_TICK
@@ -73,6 +95,7 @@ from core.sim.volsurface import OPTION_TICK
 log = logging.getLogger(f"v6.{__name__}")
 
 PERM_ID_BASE: Final = 0x10000000
+EXERCISE_BY_EXCEPTION: Final = 0.01  # OCC: exercised at expiry when ITM by at least this
 STOCK_COMMISSION_PER_SHARE: Final = 0.005
 STOCK_COMMISSION_MIN: Final = 1.0
 SUPPORTED_TIF: Final = ("DAY", "GTC")
@@ -91,6 +114,10 @@ class FaultPlan:
     stale_quotes: bool = False  # quotes frozen at their last value, flagged stale
     crossed_quotes: bool = False  # bid > ask on the next quotes (one batch)
     partial_hold_s: float = 60.0  # the rest of a partial_fill_next order waits this long
+    correct_next_execution: bool = False  # the next fill is reported wrong, then corrected
+    fill_on_next_cancel: bool = False  # the next cancel of a live order loses to a fill
+    assign_next: bool = False  # the next clock step assigns a short option position
+    exercise_next: bool = False  # the next clock step settles an option as at its expiry
 
     def __post_init__(self) -> None:
         if self.reject_next < 0:
@@ -113,6 +140,7 @@ class OrderUpdated:
 class ExecutionReported:
     execution: Execution
     duplicate: bool = False  # True on the second report of a FaultPlan duplicate
+    booked: bool = True  # False: a BAG-level report, or a version a correction replaces
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +149,27 @@ class PositionChanged:
 
 
 ExchangeEvent = OrderUpdated | ExecutionReported | PositionChanged
+
+
+class DeliveryKind(StrEnum):
+    ASSIGNED = "assignment"  # a short option exercised against the account
+    EXERCISED = "exercise"  # a long option exercised (by exception, at expiry)
+    EXPIRED = "expired"  # out of the money at expiry: gone, nothing delivered
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """An option position settled without an execution: IB shows it only as position
+    changes (the option goes; for an assignment or exercise, stock comes at the strike)."""
+
+    kind: DeliveryKind
+    option: Contract
+    quantity: int  # option contracts settled, signed as held (short < 0)
+    stock: Contract | None  # None when it expired worthless
+    shares: int  # signed shares delivered to the account
+    price: float  # per share: the strike (0 when it expired worthless)
+    time: datetime
+    at_expiry: bool
 
 
 class SimExchangeError(ValueError):
@@ -177,6 +226,7 @@ class SimExchange:
         commission_per_contract: float = 0.65,
         slippage_ticks: int = 0,
         net_liquidation: float = 100_000.0,
+        habits: SimSettings | None = None,
     ) -> None:
         if commission_per_contract < 0:
             raise ValueError(f"commission_per_contract must be >= 0, got {commission_per_contract}")
@@ -189,12 +239,22 @@ class SimExchange:
         self.commission_per_contract = float(commission_per_contract)
         self.slippage_ticks = int(slippage_ticks)
         self.faults = FaultPlan()
+        # IB's seeded habits (corrections, cancel races, assignments); the gateway reads the
+        # socket-level ones (late commissions, clientId linger) from here too
+        self.habits = habits if habits is not None else SimSettings(seed=market.seed)
+        seed = self.habits.seed
+        self._rng_correction = random.Random(f"{seed}:correction")
+        self._rng_cancel = random.Random(f"{seed}:cancel")
+        self._rng_assignment = random.Random(f"{seed}:assignment")
         self._acct = _Account(cash=float(net_liquidation))
         self._orders: dict[int, _Working] = {}
-        self._by_ref: dict[str, int] = {}
+        self._by_ref: dict[str, int] = {}  # orderRef -> the latest order carrying it
         self._next_id = 1
         self._executions: list[Execution] = []
         self._exec_ids: set[str] = set()
+        self._reports: list[ExecutionReported] = []
+        self._deliveries: list[Delivery] = []
+        self._assessed_close = self._last_close(self._ts())[0]  # early assignment done up to
         self._listeners: list[Callable[[ExchangeEvent], None]] = []
         self._last_quotes: dict[object, Quote] = {}
         self._lock = threading.RLock()
@@ -213,6 +273,7 @@ class SimExchange:
             commission_per_contract=sim.commission_per_contract,
             slippage_ticks=sim.slippage_ticks,
             net_liquidation=sim.net_liquidation,
+            habits=sim,
         )
 
     # ------------------------------------------------------------------ helpers
@@ -324,9 +385,9 @@ class SimExchange:
     def place_order(
         self, order: OrderRequest, *, client_id: int = 0, order_id: int | None = None
     ) -> OrderState:
-        """Place (or, for a known order_ref, return the existing order without placing).
-
-        `order_id` lets a socket client choose its id as IB clients do; it must be unused.
+        """Place an order. The order_ref is free text, as at IB: a known one places another
+        order (idempotency is the client's job). `order_id` lets a socket client choose its
+        id as IB clients do; it must be unused.
         """
         with self._lock:
             if order.what_if:
@@ -337,9 +398,6 @@ class SimExchange:
                     limit_price=order.limit_price, order_type=order.order_type,
                     message=f"what-if only: initial margin {margin:.2f}",
                 )  # fmt: skip
-            known = self._by_ref.get(order.order_ref)
-            if known is not None:
-                return self._orders[known].state
             if order_id is not None:
                 if order_id in self._orders or order_id <= 0:
                     raise SimExchangeError(f"Duplicate order id {order_id}", code=103)
@@ -481,9 +539,16 @@ class SimExchange:
         return int(tab.rth_close[i])
 
     def cancel_order(self, order_id: int) -> OrderState:
-        """Cancel a working order; a finished order is returned unchanged."""
+        """Cancel a working order; a finished order is returned unchanged.
+
+        A cancel is a request, as at IB: now and then (`habits.cancel_fill_rate`, or
+        `faults.fill_on_next_cancel`) the order fills at its limit before the cancel lands,
+        fully (the result is FILLED) or partly (the rest is then cancelled)."""
         with self._lock:
             w = self._get(order_id)
+            if w.state.status.is_done:
+                return w.state
+            self._race_cancel(w)
             if w.state.status.is_done:
                 return w.state
             w.state = replace(
@@ -493,6 +558,30 @@ class SimExchange:
             )
             self._emit(OrderUpdated(w.state))
             return w.state
+
+    def _race_cancel(self, w: _Working) -> None:
+        """Maybe fill `w` at its limit just before its cancel lands (IB: 10148/161)."""
+        st = w.state
+        ts = self._ts()
+        forced = self.faults.fill_on_next_cancel
+        can_fill = (
+            st.order_type is OrderType.LMT
+            and st.limit_price is not None
+            and st.status is OrderStatus.SUBMITTED
+            and self.market.is_open(_session_contract(st.contract), from_epoch(ts))
+        )
+        if not can_fill or not (forced or self._rng_cancel.random() < self.habits.cancel_fill_rate):
+            return
+        self.faults.fill_on_next_cancel = False
+        assert st.limit_price is not None
+        size = st.remaining
+        if size > 1 and self._rng_cancel.random() < 0.5:
+            size = self._rng_cancel.randint(1, size - 1)
+        quotes = self.market.quotes_qualified([leg.contract for leg in w.legs])
+        mids = [q.mid if math.isfinite(q.mid) else q.last for q in quotes]
+        prices = _leg_prices_at(w.legs, mids, st.limit_price, st.action)
+        log.info("order %s (%s) fills %d before its cancel lands", st.order_id, st.order_ref, size)
+        self._fill(w, size, prices, ts, [])
 
     def _get(self, order_id: int) -> _Working:
         w = self._orders.get(order_id)
@@ -505,6 +594,7 @@ class SimExchange:
             return self._get(order_id).state
 
     def find_order(self, order_ref: str) -> OrderState | None:
+        """The latest order placed with `order_ref` (refs are not unique at IB)."""
         with self._lock:
             oid = self._by_ref.get(order_ref)
             return None if oid is None else self._orders[oid].state
@@ -518,11 +608,23 @@ class SimExchange:
             return [w.state for w in self._orders.values() if w.state.status.is_done]
 
     def executions(self, since: datetime | None = None) -> list[Execution]:
-        """Every fill (including expiry settlements) at or after `since`, each exec_id once."""
+        """Every fill that moved the account (futures expiry settlements included) at or
+        after `since`, each once, as finally corrected; per leg for combos."""
         with self._lock:
             if since is None:
                 return list(self._executions)
             return [e for e in self._executions if e.time >= since]
+
+    def reports(self, since: datetime | None = None) -> list[ExecutionReported]:
+        """The execution reports IB sent, in order: the booked fills, the BAG-level report
+        of each combo fill and every version a correction replaced (`booked` False)."""
+        with self._lock:
+            return [r for r in self._reports if since is None or r.execution.time >= since]
+
+    def deliveries(self) -> list[Delivery]:
+        """Option positions settled by assignment, exercise or expiry, in order."""
+        with self._lock:
+            return list(self._deliveries)
 
     # ------------------------------------------------------------------ matching
     def _match(self, w: _Working, ts: int, out: list[Execution]) -> None:
@@ -566,6 +668,20 @@ class SimExchange:
         if size <= 0:
             return
         prices = self._slip(w.legs, signs, prices, natural, limit, direction)
+        self._fill(w, size, prices, ts, out)
+        if w.cap is not None and w.state.filled < st.quantity:
+            w.hold_until = ts + math.ceil(self.faults.partial_hold_s)
+        w.cap = None
+
+    def _fill(
+        self, w: _Working, size: int, prices: list[float], ts: int, out: list[Execution]
+    ) -> None:
+        """Book `size` combo units at these leg prices: one execution per leg, the BAG-level
+        report for a combo, the order's new state."""
+        st = w.state
+        now = from_epoch(ts)
+        direction = 1 if st.action is Action.BUY else -1
+        signs = [1 if leg.action is Action.BUY else -1 for leg in w.legs]
         price = direction * sum(
             s * leg.ratio * p for s, leg, p in zip(signs, w.legs, prices, strict=True)
         )
@@ -573,7 +689,7 @@ class SimExchange:
         for n, (leg, px) in enumerate(zip(w.legs, prices, strict=True), start=1):
             qty = size * leg.ratio
             ex = Execution(
-                exec_id=f"{st.perm_id:08x}.{w.fills:02d}.{n:02d}",
+                exec_id=exec_id(st.perm_id, ts, w.fills, n),
                 order_id=st.order_id,
                 order_ref=st.order_ref,
                 contract=leg.contract,
@@ -586,6 +702,20 @@ class SimExchange:
                 perm_id=st.perm_id,
             )
             self._book_execution(ex, out)
+        if st.contract.sec_type is SecType.BAG:
+            bag = Execution(
+                exec_id=exec_id(st.perm_id, ts, w.fills, 0),
+                order_id=st.order_id,
+                order_ref=st.order_ref,
+                contract=st.contract,
+                side=st.action,
+                quantity=size,
+                price=round(price, 6),
+                time=now,
+                account=self.account,
+                perm_id=st.perm_id,
+            )
+            self._report(bag, booked=False)
         w.paid += price * size
         filled = st.filled + size
         w.state = replace(
@@ -594,9 +724,6 @@ class SimExchange:
             avg_fill_price=round(w.paid / filled, 6),
             status=OrderStatus.FILLED if filled >= st.quantity else OrderStatus.SUBMITTED,
         )
-        if w.cap is not None and filled < st.quantity:
-            w.hold_until = ts + math.ceil(self.faults.partial_hold_s)
-        w.cap = None
         self._emit(OrderUpdated(w.state))
 
     def _slip(
@@ -633,20 +760,52 @@ class SimExchange:
     def _commission_estimate(self, legs: list[_Leg], qty: int) -> float:
         return sum(self._commission(leg.contract, qty * leg.ratio) for leg in legs)
 
+    def _report(self, ex: Execution, *, booked: bool) -> None:
+        event = ExecutionReported(ex, booked=booked)
+        self._reports.append(event)
+        self._emit(event)
+
     def _book_execution(self, ex: Execution, out: list[Execution]) -> None:
-        """Record one fill: execution list, cash, position, events (duplicate fault)."""
+        """Record one fill: execution list, cash, position, events (a wrong first report
+        and its correction; the duplicate fault)."""
+        wrong = self._wrong_first_report(ex)
+        if wrong is not None:
+            self._report(wrong, booked=False)
+            ex = replace(ex, exec_id=corrected_exec_id(ex.exec_id))
         if ex.exec_id in self._exec_ids:
             raise AssertionError(f"exec_id {ex.exec_id} generated twice")
         self._exec_ids.add(ex.exec_id)
         self._executions.append(ex)
         book = self._apply(ex)
         out.append(ex)
-        self._emit(ExecutionReported(ex))
+        self._report(ex, booked=True)
         if self.faults.duplicate_next_execution:
             self.faults.duplicate_next_execution = False
             out.append(ex)
             self._emit(ExecutionReported(ex, duplicate=True))
         self._emit(PositionChanged(_position(self.account, book)))
+
+    def _wrong_first_report(self, ex: Execution) -> Execution | None:
+        """The version IB reports before correcting it (same, or price or quantity off), or
+        None (the usual case). Only order fills are corrected, never BAG-level reports."""
+        forced = self.faults.correct_next_execution
+        if ex.order_id == 0 or not (
+            forced or self._rng_correction.random() < self.habits.correction_rate
+        ):
+            return None
+        self.faults.correct_next_execution = False
+        rng = self._rng_correction
+        wrong = replace(ex, commission=math.nan)  # the commission comes with the correction
+        match rng.choice(("same", "price", "quantity")):
+            case "price":
+                tick = self._tick(ex.contract)
+                step = tick if ex.price - tick <= 0 or rng.random() < 0.5 else -tick
+                wrong = replace(wrong, price=round(ex.price + step, 6))
+            case "quantity":
+                step = 1 if ex.quantity == 1 or rng.random() < 0.5 else -1
+                wrong = replace(wrong, quantity=ex.quantity + step)
+        log.info("execution %s is reported wrong first, then corrected", ex.exec_id)
+        return wrong
 
     def _apply(self, ex: Execution) -> _Book:
         """Update cash, realized P&L and the position (IB avg_cost incl. commission)."""
@@ -702,6 +861,9 @@ class SimExchange:
                     )
                     self._emit(OrderUpdated(w.state))
             self._settle_expiries(ts, out)
+            self._assign_early(ts)
+            if self.faults.exercise_next:
+                self._exercise_now(ts)
             for w in sorted(self._orders.values(), key=lambda x: x.state.order_id):
                 self._match(w, ts, out)
             return out
@@ -718,15 +880,6 @@ class SimExchange:
             if ts < close_ts:
                 continue
             settle = self.market.settlement_price(c, c.expiry)
-            if c.sec_type is SecType.OPT:
-                assert c.strike is not None
-                value = (
-                    max(0.0, settle - c.strike)
-                    if c.right is Right.CALL
-                    else max(0.0, c.strike - settle)
-                )
-            else:
-                value = settle
             for w in self._orders.values():  # nothing may rest on an expired contract
                 if not w.state.status.is_done and any(
                     leg.contract.con_id == c.con_id for leg in w.legs
@@ -737,21 +890,152 @@ class SimExchange:
                         message=f"[202] Order Canceled - reason: {c.describe()} expired",
                     )
                     self._emit(OrderUpdated(w.state))
+            if c.sec_type is SecType.OPT:
+                self._settle_option(book, book.quantity, settle, close_ts, at_expiry=True)
+                continue
             ex = Execution(
-                exec_id=f"EXP.{c.con_id}.{c.expiry:%Y%m%d}",
+                exec_id=exec_id(0, close_ts, 0, 0, prefix=f"EXP{c.con_id:08x}"),
                 order_id=0,
                 order_ref=f"EXPIRY:{c.local_symbol or c.describe()}",
                 contract=c,
                 side=Action.SELL if book.quantity > 0 else Action.BUY,
                 quantity=abs(book.quantity),
-                price=round(value, 6),
+                price=round(settle, 6),
                 time=from_epoch(close_ts),
                 account=self.account,
                 commission=0.0,
                 perm_id=0,
             )
-            log.info("settling %s x %d at %.4f (expiry)", c.describe(), book.quantity, value)
+            log.info("settling %s x %d at %.4f (expiry)", c.describe(), book.quantity, settle)
             self._book_execution(ex, out)
+
+    def _settle_option(
+        self, book: _Book, held: int, spot: float, ts: int, *, at_expiry: bool
+    ) -> None:
+        """Settle `held` (signed) contracts of an option position: at expiry an option ITM by
+        >= $0.01 is exercised (exercise by exception), else it lapses; before expiry it is an
+        early assignment. The option leaves at 0; stock comes at the strike; no execution."""
+        c = book.contract
+        assert c.strike is not None and c.right is not None
+        sign = 1 if c.right is Right.CALL else -1
+        intrinsic = max(0.0, sign * (spot - c.strike))
+        delivers = not at_expiry or intrinsic >= EXERCISE_BY_EXCEPTION - 1e-9
+        when = from_epoch(ts)
+        self._apply(_internal_fill(c, -held, 0.0, when, self.account))
+        changed = [book]
+        stock: Contract | None = None
+        shares = 0
+        if delivers:
+            stock = self.market.qualify(Contract.stock(c.symbol))
+            assert stock is not None, f"{c.symbol} options must deliver a listed stock"
+            shares = held * c.multiplier * sign
+            changed.append(self._apply(_internal_fill(stock, shares, c.strike, when, self.account)))
+        kind = (
+            DeliveryKind.EXPIRED
+            if not delivers
+            else DeliveryKind.ASSIGNED
+            if held < 0
+            else DeliveryKind.EXERCISED
+        )
+        self._deliveries.append(
+            Delivery(kind, c, held, stock, shares, c.strike if delivers else 0.0, when, at_expiry)
+        )
+        log.info("%s: %s x %d -> %d shares", kind.value, c.describe(), held, shares)
+        for b in changed:
+            self._emit(PositionChanged(_position(self.account, b)))
+
+    def _last_close(self, ts: int) -> tuple[int, date | None]:
+        """The latest regular close at or before `ts` and its session (0, None: none yet)."""
+        tab = self.market.calendar.table
+        i = int(np.searchsorted(tab.rth_close, ts, side="right")) - 1
+        return (int(tab.rth_close[i]), tab.days[i]) if i >= 0 else (0, None)
+
+    def _assign_early(self, ts: int) -> None:
+        """After each regular close (assessed once, with the quotes of the first clock step
+        after it), short options may be assigned early, per contract, seeded: ITM calls
+        whose extrinsic is below the dividend going ex on the next session, deep ITM puts
+        near expiry. `faults.assign_next` assigns the first short position outright."""
+        close, day = self._last_close(ts)
+        due = day is not None and close > self._assessed_close
+        if not (due or self.faults.assign_next):
+            return
+        shorts = sorted(
+            (
+                b
+                for b in self._acct.books.values()
+                if b.quantity < 0 and b.contract.sec_type is SecType.OPT
+            ),
+            key=lambda b: b.contract.con_id,
+        )
+        if self.faults.assign_next and shorts:
+            self.faults.assign_next = False
+            first = shorts.pop(0)
+            self._settle_option(first, first.quantity, self.market.price(first.contract.symbol),
+                                ts, at_expiry=False)  # fmt: skip
+        if not due or day is None:
+            return
+        self._assessed_close = close
+        if not shorts:
+            return
+        quotes = self.market.quotes_qualified([b.contract for b in shorts])
+        for book, q in zip(shorts, quotes, strict=True):
+            n = self._assigned_contracts(book, q, day)
+            if n:
+                spot = self.market.settlement_price(book.contract, day)
+                self._settle_option(book, -n, spot, ts, at_expiry=False)
+
+    def _assigned_contracts(self, book: _Book, q: Quote, day: date) -> int:
+        """How many of a short position's contracts are assigned after `day`'s close."""
+        c = book.contract
+        assert c.strike is not None and c.expiry is not None
+        h = self.habits
+        spot = self.market.settlement_price(c, day)
+        value = q.mid if math.isfinite(q.mid) else q.last
+        if not math.isfinite(value) or c.expiry <= day:
+            return 0
+        if c.right is Right.CALL:
+            intrinsic = max(0.0, spot - c.strike)
+            profile = self.market.u_profiles[self.market.underlyings.index(c.symbol)]
+            div = next_dividend(self.market.calendar, day, spot, profile.dividend_yield)
+            next_day = self.market.calendar.next_session(day + timedelta(days=1))
+            eve = next_day == div.ex_date <= c.expiry
+            rate = h.dividend_assignment_rate
+            likely = intrinsic > 0 and eve and value - intrinsic < div.amount
+        else:
+            intrinsic = max(0.0, c.strike - spot)
+            rate = h.put_assignment_rate
+            likely = (
+                (c.expiry - day).days <= h.put_assignment_days
+                and intrinsic >= c.strike * h.put_assignment_itm_pct / 100
+                and value - intrinsic < h.put_assignment_extrinsic
+            )
+        if not likely:
+            return 0
+        rng = self._rng_assignment
+        return sum(1 for _ in range(-book.quantity) if rng.random() < rate)
+
+    def _exercise_now(self, ts: int) -> None:
+        """Fault: settle one option position as at its expiry now (an ITM one first, else
+        the nearest expiry): exercise by exception, or it lapses."""
+        options = [
+            b
+            for b in self._acct.books.values()
+            if b.quantity != 0 and b.contract.sec_type is SecType.OPT
+        ]
+        if not options:
+            return
+        self.faults.exercise_next = False
+
+        def rank(b: _Book) -> tuple[bool, date, int]:
+            c = b.contract
+            assert c.strike is not None and c.expiry is not None
+            sign = 1 if c.right is Right.CALL else -1
+            itm = sign * (self.market.price(c.symbol) - c.strike) >= EXERCISE_BY_EXCEPTION
+            return (not itm, c.expiry, c.con_id)
+
+        book = min(options, key=rank)
+        spot = self.market.price(book.contract.symbol)
+        self._settle_option(book, book.quantity, spot, ts, at_expiry=True)
 
     # ------------------------------------------------------------------ account
     def positions(self) -> list[Position]:
@@ -850,6 +1134,54 @@ class SimExchange:
 
 
 # ---------------------------------------------------------------------------- helpers
+def exec_id(perm_id: int, ts: int, fill: int, leg: int, *, prefix: str | None = None) -> str:
+    """`permId.fillTime.FFLL.01`: all before the final period names one fill (leg 00 is a
+    combo's BAG-level report); the final part is the version a correction bumps."""
+    head = prefix if prefix is not None else f"{perm_id:08x}"
+    return f"{head}.{ts:08x}.{fill:02d}{leg:02d}.01"
+
+
+def corrected_exec_id(original: str) -> str:
+    """The execId of the next version of a fill: only the part after the final period moves."""
+    head, _, version = original.rpartition(".")
+    return f"{head}.{int(version) + 1:02d}"
+
+
+def _internal_fill(
+    contract: Contract, signed: int, price: float, when: datetime, account: str
+) -> Execution:
+    """A position change that IB reports without an execution (assignment, exercise)."""
+    return Execution(
+        exec_id="",
+        order_id=0,
+        order_ref="",
+        contract=contract,
+        side=Action.BUY if signed > 0 else Action.SELL,
+        quantity=abs(signed),
+        price=price,
+        time=when,
+        account=account,
+        commission=0.0,
+    )
+
+
+def _leg_prices_at(legs: list[_Leg], mids: list[float], net: float, action: Action) -> list[float]:
+    """Leg prices near the mids whose combo net (in the order's direction) is `net`: the
+    difference goes to the first leg that stays at or above a tick."""
+    direction = 1 if action is Action.BUY else -1
+    signs = [1 if leg.action is Action.BUY else -1 for leg in legs]
+    prices = [max(OPTION_TICK, round(m, 2)) if math.isfinite(m) else OPTION_TICK for m in mids]
+    gap = net - direction * sum(
+        s * leg.ratio * p for s, leg, p in zip(signs, legs, prices, strict=True)
+    )
+    for i, leg in enumerate(legs):
+        moved = prices[i] + gap / (direction * signs[i] * leg.ratio)
+        if moved >= OPTION_TICK - 1e-9:
+            prices[i] = round(moved, 6)
+            break
+    return prices
+
+
 def default_clock(settings: Settings) -> SimClock:
     """A SimClock at the regular-hours open of the first session on/after `sim.start`."""
     cal = MarketCalendar()

@@ -12,6 +12,7 @@ from gateway_world import broker_settings, make_exchange, same
 
 from core.broker import BrokerError, ErrorClass
 from core.broker.ib import IBBroker, LiveTradingRefusedError
+from core.broker.ib import connection as ib_connection
 from core.broker.ib.convert import classify_error, to_ib_contract
 from core.config import BrokerSettings, MarketDataType
 from core.domain import (
@@ -177,8 +178,12 @@ async def test_no_order_placed_twice_across_a_disconnect(
 
 
 async def test_fills_during_a_disconnect_are_recovered(
-    broker: IBBroker, exchange: SimExchange, gateway: GatewayServer
+    broker: IBBroker,
+    exchange: SimExchange,
+    gateway: GatewayServer,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(ib_connection, "CLIENT_ID_RECLAIM_S", 0.0)  # any id will do here
     short, long, _ = put_spread(exchange)
     seen: list[Execution] = []
     late_fill: asyncio.Future[Execution] = asyncio.get_running_loop().create_future()
@@ -287,7 +292,10 @@ async def test_delayed_market_data_and_snapshot_timeout(exchange: SimExchange) -
             await b.disconnect()
 
 
-async def test_reconnect_gives_up_with_a_connectivity_error(exchange: SimExchange) -> None:
+async def test_reconnect_gives_up_with_a_connectivity_error(
+    exchange: SimExchange, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ib_connection, "CLIENT_ID_RECLAIM_S", 0.0)  # no wait for our own id
     async with GatewayServer(exchange) as gw:
         settings = broker_settings(gw, reconnect_max_attempts=2, client_id_max=101)
         b = IBBroker(settings, clock=exchange.market.clock)

@@ -110,21 +110,34 @@ async def test_faults_over_the_wire_then_one_reconciliation(
 async def test_expiry_over_the_wire(
     world: SimWorld, broker: IBBroker, gateway: GatewayServer
 ) -> None:
-    weekly = world.pool[1]  # nearest weekly expiry
-    order = world.v6_single(weekly, 1)
-    await broker.place_order(order)
-    await broker.current_time()
-    world.book.record_fills(
-        [e for e in broker.execution_journal() if e.order_ref == order.order_ref]
-    )
+    """IB at expiry: the option in the money is exercised by exception (stock at the
+    strike appears, no execution), the one out of the money just disappears. A long put
+    and a long call at one strike: exactly one of each outcome."""
+    put, call = world.pool[0], world.pool[1]  # nearest weekly expiry, one strike
+    assert (put.strike, put.expiry) == (call.strike, call.expiry)
+    for leg in (put, call):
+        order = world.v6_single(leg, 1)
+        await broker.place_order(order)
+        await broker.current_time()
+        world.book.record_fills(
+            [e for e in broker.execution_journal() if e.order_ref == order.order_ref]
+        )
     assert (await reconcile_over_the_wire(world, broker)).breaks.is_empty()
 
     gateway.advance(timedelta(days=7))  # expires and settles at the close
     await broker.current_time()
+    settled = {d.option.con_id: d for d in world.exchange.deliveries()}
+    assert sorted(d.kind.value for d in settled.values()) == ["exercise", "expired"]
+    exercised = next(d for d in settled.values() if d.kind.value == "exercise")
     result = await reconcile_over_the_wire(world, broker)
 
-    assert kinds(result) == {"missing_position": 1}
-    assert result.breaks.row(0, named=True)["resolution"] == "closed_expired"
-    legs = world.book.legs()
-    assert legs.row(0, named=True)["close_reason"] == "expired"
+    assert kinds(result) == {"missing_position": 1, "assignment": 1}
+    by_kind = {r["kind"]: r for r in result.breaks.iter_rows(named=True)}
+    assert by_kind["missing_position"]["resolution"] == "closed_expired"
+    closed = world.book.legs().filter(pl.col("close_reason") == "expired")
+    assert closed.height == 1 and closed.row(0, named=True)["con_id"] != exercised.option.con_id
+    # the exercised option's shares are in the book, as the broker holds them
+    assert exercised.stock is not None
+    stock_leg = world.book.leg_positions().filter(pl.col("con_id") == exercised.stock.con_id)
+    assert stock_leg.get_column("quantity").to_list() == [exercised.shares]
     assert world.book_equals(await broker.positions()) and world.exec_ids_unique()

@@ -12,7 +12,7 @@ from ib_async import IB
 from core.broker.ib.account import Account
 from core.broker.ib.connection import Connection
 from core.broker.ib.contracts import QUALIFY_BATCH_MIN, Contracts
-from core.broker.ib.executions import ExecutionJournal
+from core.broker.ib.executions import ExecutionBreak, ExecutionJournal
 from core.broker.ib.live_guard import check_live_settings
 from core.broker.ib.market_data import MarketData
 from core.broker.ib.orders import Orders
@@ -109,6 +109,10 @@ class IBBroker:
     def execution_journal(self) -> list[Execution]:
         """Every execution this broker has seen (live, recovered or requested), once each."""
         return self._executions.journal()
+
+    def execution_breaks(self) -> list[ExecutionBreak]:
+        """Execution reports that could not be booked as they came (raw fields kept)."""
+        return self._executions.breaks()
 
     def add_execution_listener(self, listener: Callable[[Execution], None]) -> Callable[[], None]:
         """Call `listener` for each new execution (live fills and recovered ones)."""

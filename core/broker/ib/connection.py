@@ -4,6 +4,12 @@ Why not plain `IB.connectAsync`: a clientId already in use answers 326, on which
 would just time out, so each connection takes a unique clientId from [client_id_min,
 client_id_max] and tries the next on 326; after `disconnectedEvent` it reconnects with
 exponential back-off; the live-trading guard runs before and after connecting.
+
+Why a reconnect waits for its old clientId: orders can be cancelled only by the clientId
+that placed them (or clientId 0 / a global cancel), and IB keeps a dropped client's id
+taken (326) for a while. So a reconnect retries its own id for up to
+`CLIENT_ID_RECLAIM_S` before it falls back to another one; orders of the old id are then
+reported, not cancelled (`Orders.cancel_order`).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ _STARTUP_FETCH = (
     | StartupFetch.SUB_ACCOUNT_UPDATES
 )  # executions are fetched by the execution journal itself (since the last one seen)
 _CLIENT_IDS_IN_USE: set[int] = set()  # clientIds held by connections of this process
+CLIENT_ID_RECLAIM_S = 30.0  # how long a reconnect retries its own clientId on 326
 
 
 class _ClientIdInUseError(Exception):
@@ -118,10 +125,40 @@ class Connection:
         rest = [i for i in ids if i not in _CLIENT_IDS_IN_USE and i not in preferred]
         return preferred + rest
 
-    async def _connect_any(self) -> None:
+    async def _reclaim(self, cid: int) -> bool:
+        """Retry our own clientId while IB still holds it after a drop (326), with
+        back-off, for at most `CLIENT_ID_RECLAIM_S`; False when it stayed taken."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CLIENT_ID_RECLAIM_S
+        delay = self.settings.reconnect_backoff_s
+        while True:
+            try:
+                await self._connect_once(cid)
+                return True
+            except _ClientIdInUseError:
+                left = deadline - loop.time()
+                if left <= 0:
+                    logger.warning(
+                        "clientId %d still in use after %.0f s; falling back to another id: "
+                        "its open orders can no longer be cancelled by this connection",
+                        cid,
+                        CLIENT_ID_RECLAIM_S,
+                    )
+                    return False
+                await asyncio.sleep(min(delay, left))
+                delay = min(delay * 2, 1.0)
+
+    async def _connect_any(self, *, reclaim: bool = False) -> None:
+        """Connect under the first free clientId, our last one first; `reclaim` (after a
+        drop): wait a bounded time for our last one rather than move to another."""
         s = self.settings
+        candidates = self._candidate_ids()
         tried = 0
-        for cid in self._candidate_ids():
+        if reclaim and self._client_id is not None:
+            tried = 1
+            if await self._reclaim(candidates.pop(0)):  # the first candidate is our own
+                return
+        for cid in candidates:
             tried += 1
             try:
                 await self._connect_once(cid)
@@ -261,7 +298,7 @@ class Connection:
             if self._closing:
                 return
             try:
-                await self._connect_any()
+                await self._connect_any(reclaim=True)
                 await self._after_connect(reconnect=True)
                 logger.info("reconnected to IB after %d attempt(s)", attempt)
                 return

@@ -290,8 +290,14 @@ def order_state_from_trade(
 
 
 def _fill_totals(o: Order, fills: Sequence[Fill], contract: Contract | None) -> tuple[int, float]:
-    """Filled combo units and average price from fills (BAG: net of legs per unit)."""
-    if contract is not None and contract.sec_type is SecType.BAG and contract.combo_legs:
+    """Filled combo units and average price from fills. For a combo the BAG-level
+    executions are the order's fills (as ib_async's `Trade.filled` counts them); only
+    without any, the legs are netted per unit."""
+    fills = latest_fills(fills)
+    bags = [f for f in fills if is_bag_fill(f)]
+    if bags:
+        fills = bags
+    elif contract is not None and contract.sec_type is SecType.BAG and contract.combo_legs:
         legs = {leg.con_id: leg for leg in contract.combo_legs}
         net = 0.0
         units = 0
@@ -311,7 +317,40 @@ def _fill_totals(o: Order, fills: Sequence[Fill], contract: Contract | None) -> 
     return int(qty), (notional / qty if qty else math.nan)
 
 
+def is_bag_fill(f: Fill) -> bool:
+    """A combo's BAG-level execution: the order's net fill, which moves no position."""
+    return f.contract.secType == SecType.BAG.value
+
+
+def fill_key(exec_id: str) -> str:
+    """The part of an execId that names one fill: a correction repeats it with a new
+    version after the final period (IB: the later execution replaces the earlier)."""
+    head, dot, _ = exec_id.rpartition(".")
+    return head if dot else exec_id
+
+
+def exec_version(exec_id: str) -> int:
+    """The correction version of an execId (the digits after the final period; 0 if none)."""
+    _, dot, tail = exec_id.rpartition(".")
+    return int(tail) if dot and tail.isdigit() else 0
+
+
+def latest_fills(fills: Iterable[Fill]) -> list[Fill]:
+    """Each fill once, in its latest corrected version (first-seen order kept)."""
+    out: dict[str, Fill] = {}
+    for f in fills:
+        key = fill_key(f.execution.execId)
+        seen = out.get(key)
+        if seen is None or exec_version(f.execution.execId) >= exec_version(seen.execution.execId):
+            out[key] = f
+    return list(out.values())
+
+
 def execution_from_fill(f: Fill, contract: Contract | None = None) -> Execution:
+    """V6's execution of a leg or single-contract fill (never a BAG-level one: it names no
+    legs; see `is_bag_fill`)."""
+    if is_bag_fill(f) and contract is None:
+        raise ValueError(f"execution {f.execution.execId} is a BAG-level report, not a fill")
     e = f.execution
     report = f.commissionReport
     commission = report.commission if report.execId == e.execId else math.nan

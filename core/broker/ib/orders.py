@@ -19,6 +19,8 @@ from core.broker.ib.convert import (
     classify_error,
     clean,
     from_ib_contract,
+    is_bag_fill,
+    latest_fills,
     order_state_from_trade,
     to_ib_contract,
     to_ib_order,
@@ -26,11 +28,15 @@ from core.broker.ib.convert import (
 from core.broker.ib.executions import ExecutionJournal
 from core.broker.ib.logs import v6_logger
 from core.broker.ib.requests import Requests
-from core.domain import Action, Contract, OrderRequest, OrderState, OrderStatus
+from core.domain import Action, ComboLeg, Contract, OrderRequest, OrderState, OrderStatus
 
 logger = v6_logger(__name__)
 
 _UNACKED = frozenset({"PendingSubmit", "ApiPending"})
+# Answers to a cancel that say only that it did not apply (not found / not cancellable);
+# ib_async still marks the order Cancelled locally on them, whatever really became of it.
+_CANCEL_REFUSALS = frozenset({161, 10147, 10148})
+MASTER_CLIENT_ID = 0  # IB lets clientId 0 cancel orders of every client
 
 
 class Orders:
@@ -78,7 +84,11 @@ class Orders:
         await self._conn.ready()
         ib = self._conn.ib
         async with self._requests.lock("lookup"):
-            own = [t for t in ib.trades() if self._own(t) and t.order.orderRef == order_ref]
+            own = [
+                t
+                for t in ib.trades()
+                if self._own(t) and t.order.orderRef == order_ref and not _guessed(t)
+            ]
             if own:
                 await self._requests.barrier()
                 return self._state(own[-1])
@@ -144,6 +154,9 @@ class Orders:
             return await self._await_ack(trade, order)
 
     async def cancel_order(self, order_id: int) -> OrderState:
+        """Request the cancel and wait for IB's answer. The state returned is the broker's:
+        a cancel can lose to a fill, and a refused cancel is looked up, not taken as done.
+        An order of another clientId is refused here: only that id can cancel it."""
         await self._conn.ready()
         ib = self._conn.ib
         trade = next((t for t in ib.trades() if self._own(t) and t.order.orderId == order_id), None)
@@ -159,12 +172,29 @@ class Orders:
                 ErrorClass.REJECTION,
                 10147,
             )
-        if trade.isDone():
+        if trade.isDone() and not _guessed(trade):
             return self._state(trade)
+        placed_by = trade.order.clientId
+        if placed_by != self._conn.client_id and self._conn.client_id != MASTER_CLIENT_ID:
+            raise BrokerError(
+                f"order {order_id} ({trade.order.orderRef}) was placed under clientId "
+                f"{placed_by} and this connection is clientId {self._conn.client_id}: only "
+                f"clientId {placed_by} (or clientId 0, or a global cancel) can cancel it; it "
+                "stays live until cancelled there or it expires",
+                ErrorClass.REJECTION,
+                10147,
+            )
         ib.cancelOrder(trade.order)
         await self._wait_trade(trade, lambda t: t.isDone(), self._conn.settings.request_timeout_s)
         if ib.isConnected():
             await self._requests.barrier()
+        if _guessed(trade):  # the cancel was refused: how the order ended is IB's to say
+            logger.info(
+                "cancel of order %d refused (%s); asking the broker how it ended",
+                order_id,
+                trade.log[-1].errorCode,
+            )
+            return await self.find_order(trade.order.orderRef) or self._state(trade)
         return self._state(trade)
 
     async def what_if(self, order: OrderRequest) -> float:
@@ -204,16 +234,27 @@ class Orders:
         return trade.order.clientId == self._conn.client_id and trade.order.orderId > 0
 
     def _state_from_fills(self, order_ref: str, fills: list[Fill]) -> OrderState:
-        """Last resort when only executions remember an order: a FILLED state from them."""
-        first = fills[0]
-        contract = self._contracts_by_ref.get(order_ref) or from_ib_contract(first.contract)
-        qty = int(sum(f.execution.shares for f in fills))
-        notional = sum(f.execution.shares * f.execution.price for f in fills)
+        """Last resort when only executions remember an order: a FILLED state from them.
+        A combo's BAG-level executions give its quantity and net price (the legs' only its
+        legs); each fill counts once, in its latest corrected version."""
+        fills = latest_fills(fills)
+        bags = [f for f in fills if is_bag_fill(f)]
+        legs = [f for f in fills if not is_bag_fill(f)]
+        own = bags or legs
+        first = own[0]
+        qty = int(sum(f.execution.shares for f in own))
+        notional = sum(f.execution.shares * f.execution.price for f in own)
+        side = Action.BUY if first.execution.side in ("BOT", "BUY") else Action.SELL
+        contract = self._contracts_by_ref.get(order_ref)
+        if contract is None:
+            contract = from_ib_contract(
+                first.contract, _combo_legs(side, qty, legs) if bags else None
+            )
         return OrderState(
             order_id=int(first.execution.orderId),
             order_ref=order_ref,
             contract=contract,
-            action=Action.BUY if first.execution.side == "BOT" else Action.SELL,
+            action=side,
             quantity=qty,
             status=OrderStatus.FILLED,
             filled=qty,
@@ -278,6 +319,31 @@ class Orders:
         finally:
             trade.statusEvent -= on_status
             ib.disconnectedEvent -= on_drop
+
+
+def _combo_legs(side: Action, units: int, legs: list[Fill]) -> list[ComboLeg]:
+    """A combo's legs as its executions show them: ratio per unit, action as written for
+    a BUY of the combo (a SELL executes the legs reversed)."""
+    shares: dict[int, tuple[float, str]] = {}
+    for f in legs:
+        q, s = shares.get(f.contract.conId, (0.0, f.execution.side))
+        shares[f.contract.conId] = (q + float(f.execution.shares), s)
+    out = []
+    for con_id, (q, leg_side) in shares.items():
+        bought = leg_side in ("BOT", "BUY")
+        as_written = bought if side is Action.BUY else not bought
+        ratio = max(1, round(q / units)) if units else 1
+        out.append(ComboLeg(con_id=con_id, ratio=ratio, action="BUY" if as_written else "SELL"))
+    return out
+
+
+def _guessed(trade: Trade) -> bool:
+    """Is the trade's Cancelled only ib_async's reading of a refused cancel?"""
+    return (
+        trade.orderStatus.status == "Cancelled"
+        and bool(trade.log)
+        and trade.log[-1].errorCode in _CANCEL_REFUSALS
+    )
 
 
 def _float(text: Any) -> float:

@@ -1,8 +1,9 @@
 """Connection-level faults and historical-data pacing of the gateway simulator.
 
-Market-level faults (rejects, partial/delayed fills, duplicate executions, NaN/stale
-greeks) live on `SimExchange.faults` so SimBroker sees them too; what only exists on a
-socket lives here: dropped connections, clientIds already in use, pacing violations.
+Market-level faults (rejects, partial/delayed fills, duplicate or corrected executions,
+fills racing cancels, assignments, NaN/stale greeks) live on `SimExchange.faults` so
+SimBroker sees them too; what only exists on a socket lives here: dropped connections,
+clientIds already in use, late commission reports, pacing violations.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ class GatewayFaults:
     # conId -> raw (position, avgCost) wire fields sent instead of the true ones: absurd
     # numbers ("1e15", "1e300"), or text ib_async cannot decode (it logs and drops the message)
     position_reports: dict[int, tuple[str, str]] = field(default_factory=dict)
+    late_commission_next: int = 0  # the next N commission reports come late
+    hold_next_client_id: bool = False  # the next startApi finds its id held by a ghost (326)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import random
 import re
 import time
 from collections import Counter, deque
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from core.config import Settings
+from core.config import Settings, SimSettings
 from core.domain import (
     AccountSummary,
     Action,
@@ -42,6 +43,9 @@ from core.domain import (
     Quote,
     SecType,
 )
+from core.domain.timezones import MARKET_TZ
+from core.sim.calendar import to_epoch
+from core.sim.exchange import ExecutionReported
 from core.sim.gateway import messages as msg
 from core.sim.gateway import requests as rq
 from core.sim.gateway.faults import GatewayFaults, HistoricalPacing, Pacer
@@ -88,6 +92,7 @@ _SUMMARY_TAGS = (
     "FullExcessLiquidity",
 )
 _LEDGER_TAGS = ("RealizedPnL", "UnrealizedPnL", "NetLiquidationByCurrency")
+MASTER_CLIENT_ID = 0  # may cancel any client's order (as TWS's clientId 0 does)
 
 
 def mask_account(account: str) -> str:
@@ -101,6 +106,7 @@ class ExchangeLike(Protocol):
     account: str
     faults: Any
     market: Any
+    habits: SimSettings
 
     def qualify(self, contract: Contract) -> Contract | None: ...
     def contract_by_id(self, con_id: int) -> Contract | None: ...
@@ -122,7 +128,7 @@ class ExchangeLike(Protocol):
     def find_order(self, order_ref: str) -> OrderState | None: ...
     def open_orders(self) -> list[OrderState]: ...
     def completed_orders(self) -> list[OrderState]: ...
-    def executions(self, since: datetime | None = None) -> list[Execution]: ...
+    def reports(self, since: datetime | None = None) -> list[ExecutionReported]: ...
     def positions(self) -> list[Position]: ...
     def account_summary(self) -> AccountSummary: ...
     def what_if(self, order: OrderRequest) -> float: ...
@@ -145,6 +151,13 @@ class _Stream:
     md_type: int  # the marketDataType last reported for this stream
 
 
+@dataclass(frozen=True, slots=True)
+class _LateCommission:
+    due: int  # market epoch seconds
+    client_id: int
+    commission: float
+
+
 @dataclass(eq=False)
 class _Session:
     serial: int
@@ -160,6 +173,7 @@ class _Session:
     account_updates: bool = False
     summary_subs: dict[int, tuple[str, ...]] = field(default_factory=dict)
     closed: bool = False
+    dropped: bool = False  # ended by a network failure: its clientId lingers (326)
     close_after_flush: bool = False
     messages_in: int = 0
     messages_out: int = 0
@@ -182,6 +196,7 @@ class _Session:
     def abort(self) -> None:
         """Drop the socket without a goodbye (a network failure, as the client sees it)."""
         self.closed = True
+        self.dropped = True
         self.out.clear()
         self.writer.transport.abort()
 
@@ -208,7 +223,9 @@ class GatewayServer:
         self.market_data_lines = market_data_lines
         # Pacing is judged on the wall clock (as IB does) unless a fast simulated run passes
         # its market clock (seconds): then a simulated hour allows an hour's requests.
-        self.pacer = Pacer(pacing or HistoricalPacing(), now=pacing_clock or time.monotonic)
+        # A dropped client's id lingers on the same clock.
+        self._wall = pacing_clock or time.monotonic
+        self.pacer = Pacer(pacing or HistoricalPacing(), now=self._wall)
         self.faults = GatewayFaults()
         self.accounts = list(accounts) if accounts is not None else [exchange.account]
         self.protocol_errors: list[str] = []
@@ -225,6 +242,9 @@ class GatewayServer:
         self._events: deque[Any] = deque()
         self._unsubscribe: Callable[[], None] | None = None
         self._exec_cum: dict[str, tuple[int, float]] = {}
+        self._held_ids: dict[int, float] = {}  # clientId -> until (self._wall) it stays taken
+        self._late: dict[str, _LateCommission] = {}  # execId -> its commission, not yet sent
+        self._rng_commission = random.Random(f"{exchange.habits.seed}:commission")
         self._last_fill: dict[int, float] = {}
         self._seen_order_msgs: set[int] = set()
         self._rejected_sent: set[int] = set()
@@ -302,6 +322,7 @@ class GatewayServer:
             self._synced_at = self.now
             fills = self.exchange.on_clock()
             self._pump()
+            self._release_commissions()
         finally:
             self._dispatching = False
         if publish:
@@ -451,6 +472,8 @@ class GatewayServer:
             logger.warning("gateway session %d: %s", s.serial, exc)
         finally:
             s.closed = True
+            if s.dropped and s.client_id is not None:
+                self._held_ids[s.client_id] = self._wall() + self.exchange.habits.client_id_linger_s
             self._sessions.pop(s.serial, None)
             with contextlib.suppress(Exception):
                 writer.close()
@@ -509,6 +532,7 @@ class GatewayServer:
         self._dispatching = True
         try:
             self._sync_clock()
+            self._release_commissions()
             self._handle(s, request)
         except Exception as exc:  # a simulator bug must not kill the session silently
             logger.exception("gateway: request %s failed", fields[:3])
@@ -592,9 +616,17 @@ class GatewayServer:
         return s.client_id
 
     def _start_api(self, s: _Session, r: rq.StartApi) -> None:
-        taken = r.client_id in self.faults.claimed_client_ids or any(
-            o.client_id == r.client_id and not o.closed and o is not s
-            for o in self._sessions.values()
+        if self.faults.hold_next_client_id:  # as if its last session had died unnoticed
+            self.faults.hold_next_client_id = False
+            linger = max(self.exchange.habits.client_id_linger_s, 1.0)
+            self._held_ids[r.client_id] = self._wall() + linger
+        taken = (
+            r.client_id in self.faults.claimed_client_ids
+            or self._held(r.client_id)
+            or any(
+                o.client_id == r.client_id and not o.closed and o is not s
+                for o in self._sessions.values()
+            )
         )
         if taken:
             logger.info("gateway: clientId %d already in use; refusing", r.client_id)
@@ -614,6 +646,14 @@ class GatewayServer:
         for code, text in FARM_NOTICES:
             s.send(msg.error(-1, code, text))
         logger.info("gateway: clientId %d connected (%s)", r.client_id, s.peer)
+
+    def _held(self, client_id: int) -> bool:
+        """Is this id still taken by a session that dropped a moment ago (IB: 326)?"""
+        until = self._held_ids.get(client_id)
+        if until is not None and self._wall() >= until:
+            del self._held_ids[client_id]
+            return False
+        return until is not None
 
     def _session_of(self, client_id: int) -> _Session | None:
         for s in self._sessions.values():
@@ -1038,17 +1078,6 @@ class GatewayServer:
         if r.what_if:
             self._what_if(s, r, order)
             return
-        existing = self.exchange.find_order(order.order_ref)
-        if existing is not None:
-            s.send(
-                msg.error(
-                    r.order_id,
-                    201,
-                    f"Order rejected - reason:an order with orderRef {order.order_ref!r} already "
-                    f"exists (permId {_perm_id(existing)}, status {_IB_STATUS[existing.status]})",
-                )
-            )
-            return
         drop = self.faults.drop_on_next_order > 0
         if drop:
             self.faults.drop_on_next_order -= 1
@@ -1114,7 +1143,13 @@ class GatewayServer:
         s.send(msg.error(api_order_id, code, text))
 
     def _cancel_order(self, s: _Session, r: rq.CancelOrder) -> None:
-        order_id = self._by_api.get((self._cid(s), r.order_id))
+        """Only the placing client (or the master client 0) can name an order: another
+        client's orderId is not found (10147). A cancel can lose to a fill: 161 then."""
+        cid = self._cid(s)
+        order_id = self._by_api.get((cid, r.order_id))
+        if order_id is None and cid == MASTER_CLIENT_ID:
+            found = [oid for (_, api), oid in self._by_api.items() if api == r.order_id]
+            order_id = found[0] if len(found) == 1 else None
         if order_id is None:
             text = f"OrderId {r.order_id} that needs to be cancelled is not found."
             s.send(msg.error(r.order_id, 10147, text))
@@ -1129,19 +1164,31 @@ class GatewayServer:
             return
         pending = len(self._events)
         after = self.exchange.cancel_order(order_id)
-        if len(self._events) == pending:  # the exchange did not announce it: do it here
+        announced = len(self._events) > pending
+        self._pump()  # a racing fill goes out before the answer, as IB sends it
+        if not announced:  # the exchange did not announce it: do it here
             self._emit_order(after)
+        if after.status is OrderStatus.FILLED:
+            text = (
+                "Cancel attempted when order is not in a cancellable state. "
+                f"Order permId ={_perm_id(after)}"
+            )
+            s.send(msg.error(r.order_id, 161, text))
 
     # ------------------------------------------------------------------ executions
     def _executions(self, s: _Session, r: rq.ReqExecutions) -> None:
+        """IB answers with the current day's executions only (New York date)."""
         try:
             since = rq.parse_ib_time(r.time)
         except ValueError as exc:
             s.send(msg.error(r.req_id, 321, f"Error validating request:-'time': {exc}"))
             s.send(msg.exec_details_end(r.req_id))
             return
-        execs = self.exchange.executions(since)
-        for e in execs:
+        today = self.now.astimezone(MARKET_TZ).date()
+        for report in self.exchange.reports(since):
+            e = report.execution
+            if e.time.astimezone(MARKET_TZ).date() != today:
+                continue
             link = self._links.get(e.order_id)
             cid = link.client_id if link else 0
             if r.client_id and cid != r.client_id:
@@ -1161,16 +1208,21 @@ class GatewayServer:
         s.send(msg.exec_details_end(r.req_id))
 
     def _cum(self, e: Execution) -> tuple[int, float]:
+        """cumQty and avgPrice of the order's contract up to this report (a corrected
+        version counts only as itself; BAG-level reports add up on their own)."""
         got = self._exec_cum.get(e.exec_id)
         if got is not None:
             return got
-        qty: dict[tuple[int, int], int] = {}
-        notional: dict[tuple[int, int], float] = {}
-        for x in self.exchange.executions(None):
-            key = (x.order_id, x.contract.con_id)
-            qty[key] = qty.get(key, 0) + x.quantity
-            notional[key] = notional.get(key, 0.0) + x.quantity * x.price
-            self._exec_cum[x.exec_id] = (qty[key], notional[key] / qty[key])
+        qty: dict[tuple[int, int, SecType], int] = {}
+        notional: dict[tuple[int, int, SecType], float] = {}
+        for report in self.exchange.reports(None):
+            x = report.execution
+            key = (x.order_id, x.contract.con_id, x.contract.sec_type)
+            q = qty.get(key, 0) + x.quantity
+            n = notional.get(key, 0.0) + x.quantity * x.price
+            self._exec_cum[x.exec_id] = (q, n / q)
+            if report.booked or x.contract.sec_type is SecType.BAG:
+                qty[key], notional[key] = q, n
         return self._exec_cum.get(e.exec_id, (e.quantity, e.price))
 
     def _send_execution(self, s: _Session, req_id: int, e: Execution) -> None:
@@ -1186,8 +1238,30 @@ class GatewayServer:
                 avg_price=avg,
             )
         )
-        if math.isfinite(e.commission):
+        if math.isfinite(e.commission) and e.exec_id not in self._late:
             s.send(msg.commission_report(e.exec_id, e.commission))
+
+    def _hold_commission(self, e: Execution, client_id: int) -> None:
+        """Maybe send this fill's commission report late (`habits.late_commission_rate`):
+        after later messages, or, when its client is gone by then, after a reconnect."""
+        forced = self.faults.late_commission_next > 0
+        habits = self.exchange.habits
+        if forced or self._rng_commission.random() < habits.late_commission_rate:
+            self.faults.late_commission_next -= int(forced)
+            due = to_epoch(self.now) + math.ceil(habits.late_commission_s)
+            self._late[e.exec_id] = _LateCommission(due, client_id, e.commission)
+
+    def _release_commissions(self) -> None:
+        """Send the late commission reports that are due to their client, if connected;
+        reqExecutions carries them from now on either way."""
+        now = to_epoch(self.now)
+        for exec_id, late in list(self._late.items()):
+            if late.due > now:
+                continue
+            del self._late[exec_id]
+            s = self._session_of(late.client_id)
+            if s is not None:
+                s.send(msg.commission_report(exec_id, late.commission))
 
     # ------------------------------------------------------------------ exchange events
     def _on_event(self, event: Any) -> None:
@@ -1211,7 +1285,7 @@ class GatewayServer:
         while self._events:
             ev = self._events.popleft()
             if hasattr(ev, "execution"):
-                self._emit_execution(ev.execution)
+                self._emit_execution(ev)
             elif hasattr(ev, "state"):
                 self._emit_order(ev.state)
             elif hasattr(ev, "position"):
@@ -1237,11 +1311,15 @@ class GatewayServer:
         s.send(msg.open_order(w))
         s.send(msg.order_status(w))
 
-    def _emit_execution(self, e: Execution) -> None:
-        self._last_fill[e.order_id] = e.price
+    def _emit_execution(self, report: ExecutionReported) -> None:
+        e = report.execution
         link = self._links.get(e.order_id)
         if link is None:
             return
+        if report.booked or e.contract.sec_type is SecType.BAG:  # a combo's: the net price
+            self._last_fill[e.order_id] = e.price
+        if report.booked and not report.duplicate and math.isfinite(e.commission):
+            self._hold_commission(e, link.client_id)
         s = self._session_of(link.client_id)
         if s is not None:
             self._send_execution(s, -1, e)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import time
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +15,10 @@ from core.clock import SimClock
 from core.config import Settings
 from core.domain import Action, Contract, OrderRequest, OrderStatus, OrderType
 from core.domain.regimes import Regime
+from core.runtime import Runtime
 from core.sim import MarketSimulator, RegimeSchedule, SimExchange
+from core.sim.exchange import default_clock
+from core.store.delta import DeltaStore
 
 START = datetime(2026, 3, 2, 14, 31, tzinfo=UTC)  # 09:31 ET
 
@@ -155,3 +160,33 @@ def test_regime_schedule_comes_from_settings() -> None:
     assert market.regime_on(date(2026, 3, 4)) is Regime.CRASH
     assert market.regime_on(date(2026, 3, 5)) is Regime.CALM
     assert market.regime is Regime.CALM
+
+
+async def test_the_default_sim_broker_is_one_world_with_run_unique_ids(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every flow run's connection reaches the runtime's one world, and a new process (a
+    new runtime) numbers orders apart, so its execIds never repeat an earlier run's."""
+
+    def runtime() -> Runtime:
+        settings = Settings()
+        return Runtime(settings, DeltaStore(tmp_path), clock=default_clock(settings))
+
+    rt = runtime()
+    first, second = rt.new_broker(), rt.new_broker()
+    assert isinstance(first, SimBroker) and isinstance(second, SimBroker)
+    assert first is not second and first.exchange is second.exchange
+    await first.connect()
+    put = await _atm_put(first)
+    state = await first.place_order(OrderRequest(put, Action.BUY, 1, OrderType.MKT, order_ref="a"))
+    await second.connect()
+    assert await second.find_order("a") == state  # the same world through a new connection
+    (ex1,) = await second.executions()
+    later_ns = time.time_ns() + 60 * 10**9  # the next process starts a minute later
+    monkeypatch.setattr(time, "time_ns", lambda: later_ns)
+    later = runtime().new_broker()
+    assert isinstance(later, SimBroker)
+    await later.connect()
+    again = await later.place_order(OrderRequest(put, Action.BUY, 1, OrderType.MKT, order_ref="a"))
+    (ex2,) = await later.executions()
+    assert again.order_id != state.order_id and ex2.exec_id != ex1.exec_id

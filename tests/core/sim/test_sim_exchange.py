@@ -7,6 +7,7 @@ from collections import defaultdict
 from datetime import date, timedelta
 
 import pytest
+from sim_orders import lmt, option, positions_by_id, spread
 from sim_world import OPEN, make_market
 
 from core.clock import SimClock
@@ -30,43 +31,19 @@ from core.sim import (
     SimExchange,
     SimExchangeError,
 )
-
-
-def option(m: MarketSimulator, min_days: int, moneyness: float, right: str) -> Contract:
-    """A listed SPY option about `moneyness` x spot, at least `min_days` out."""
-    day = m.trading_day()
-    expiry = next(e for e in m.expirations("SPY") if (e - day).days >= min_days)
-    k = m.price("SPY") * moneyness
-    step = 1.0 if abs(moneyness - 1) < 0.1 else 5.0
-    c = m.qualify(Contract.option("SPY", expiry, round(k / step) * step, right))
-    assert c is not None
-    return c
-
-
-def spread(m: MarketSimulator, width: float = 5.0) -> tuple[Contract, Contract, Contract]:
-    """Bull put spread ~5 % OTM, ~30 days: (bag SELL short / BUY long, short, long)."""
-    short = option(m, 25, 0.95, "P")
-    assert short.strike is not None and short.expiry is not None
-    lng = m.qualify(Contract.option("SPY", short.expiry, short.strike - width, "P"))
-    assert lng is not None
-    bag = Contract.combo("SPY", [ComboLeg(short.con_id, 1, "SELL"), ComboLeg(lng.con_id, 1, "BUY")])
-    return bag, short, lng
-
-
-def lmt(
-    c: Contract, action: Action, qty: int, price: float, ref: str, tif: str = "DAY"
-) -> OrderRequest:
-    return OrderRequest(c, action, qty, limit_price=round(price, 2), order_ref=ref, tif=tif)
-
-
-def positions_by_id(x: SimExchange) -> dict[int, int]:
-    return {p.contract.con_id: p.quantity for p in x.positions()}
+from core.sim.calendar import to_epoch
+from core.sim.exchange import DeliveryKind
 
 
 def executions_by_id(x: SimExchange) -> dict[int, int]:
+    """Net quantity per contract from executions and deliveries (what positions add up to)."""
     out: dict[int, int] = defaultdict(int)
     for e in x.executions():
         out[e.contract.con_id] += e.signed_quantity
+    for d in x.deliveries():
+        out[d.option.con_id] -= d.quantity
+        if d.stock is not None:
+            out[d.stock.con_id] += d.shares
     return {k: v for k, v in out.items() if v}
 
 
@@ -78,7 +55,8 @@ def test_marketable_limit_fills_at_the_touch_with_commission(exchange: SimExchan
     assert st.status is OrderStatus.FILLED and st.filled == 2
     assert st.avg_fill_price == pytest.approx(q.ask)  # price improvement to the ask
     (ex,) = exchange.executions()
-    assert ex.exec_id == f"{st.perm_id:08x}.01.01" and ex.order_ref == "buy-1"
+    assert ex.exec_id == f"{st.perm_id:08x}.{to_epoch(ex.time):08x}.0101.01"
+    assert ex.order_ref == "buy-1"
     assert ex.commission == pytest.approx(1.30) and ex.price == q.ask and ex.side is Action.BUY
     (pos,) = exchange.positions()
     assert pos.quantity == 2
@@ -246,6 +224,14 @@ def test_bag_fills_all_legs_atomically_at_the_net_price(exchange: SimExchange) -
     }
     assert positions_by_id(exchange) == {short.con_id: -2, lng.con_id: 2}
     assert exchange.cash == pytest.approx(cash0 - bq.ask * 200 - 4 * 0.65)
+    # IB also reports the combo itself: BAG contract, net price, combo quantity, no position
+    (bag_report,) = [r for r in exchange.reports() if r.execution.contract.sec_type is SecType.BAG]
+    b = bag_report.execution
+    assert not bag_report.booked and b not in legs
+    assert (b.side, b.quantity, b.price) == (Action.BUY, 2, st.avg_fill_price)
+    assert math.isnan(b.commission) and b.exec_id.endswith(".0100.01")
+    fills = {e.exec_id.rpartition(".")[0] for e in [*legs, b]}
+    assert len(fills) == 3  # legs and BAG never look like corrections of each other
     # same spread written the other way round is SELL at a positive limit
     rev = Contract.combo("SPY", [ComboLeg(short.con_id, 1, "BUY"), ComboLeg(lng.con_id, 1, "SELL")])
     rq = exchange.quote(rev)
@@ -263,15 +249,15 @@ def test_bag_not_marketable_rests_without_legging(exchange: SimExchange) -> None
     assert exchange.executions() == [] and exchange.positions() == []
 
 
-def test_place_order_is_idempotent_on_order_ref(exchange: SimExchange) -> None:
+def test_order_ref_is_free_text_as_at_ib(exchange: SimExchange) -> None:
     put = option(exchange.market, 25, 1.0, "P")
     order = lmt(put, Action.BUY, 1, exchange.quote(put).ask, "once")
     first = exchange.place_order(order)
-    again = exchange.place_order(order)
-    assert again == first and len(exchange.executions()) == 1
-    assert exchange.find_order("once") == first and exchange.find_order("never") is None
-    other = exchange.place_order(lmt(put, Action.BUY, 1, exchange.quote(put).ask, "twice"))
-    assert other.order_id == first.order_id + 1 and other.perm_id != first.perm_id
+    again = exchange.place_order(order)  # IB does not enforce unique refs: a second order
+    assert again.order_id == first.order_id + 1 and again.perm_id != first.perm_id
+    assert again.status is OrderStatus.FILLED and len(exchange.executions()) == 2
+    assert positions_by_id(exchange) == {put.con_id: 2}
+    assert exchange.find_order("once") == again and exchange.find_order("never") is None
 
 
 def test_defined_risk_margin_is_width_times_multiplier_times_qty_minus_credit(
@@ -330,7 +316,13 @@ def test_positions_always_equal_the_sum_of_executions(
     trade(short, Action.BUY, 1, "e")
     clock.advance(timedelta(days=40))  # through expiry of everything above
     exchange.on_clock()
-    assert exchange.positions() == [] and executions_by_id(exchange) == {}
+    assert positions_by_id(exchange) == executions_by_id(exchange)
+    assert all(p.contract.sec_type is SecType.STK for p in exchange.positions())
+    assert {d.option.con_id for d in exchange.deliveries()} == {
+        put.con_id,
+        short.con_id,
+        bag.combo_legs[1].con_id,
+    }
     assert exchange.open_orders() == []
 
 
@@ -347,7 +339,7 @@ def test_avg_cost_and_realized_pnl_follow_ib(exchange: SimExchange) -> None:
     assert exchange.account_summary().realized_pnl == pytest.approx(realized, abs=0.01)
 
 
-def test_options_cash_settle_at_expiry_close() -> None:
+def test_options_settle_physically_at_expiry_close() -> None:
     clk = SimClock(OPEN + timedelta(minutes=1))
     x = SimExchange(make_market(clk))
     m = x.market
@@ -356,32 +348,37 @@ def test_options_cash_settle_at_expiry_close() -> None:
     s = m.price("SPY")
     itm = m.qualify(Contract.option("SPY", expiry, round(s) - 10, "C"))
     otm = m.qualify(Contract.option("SPY", expiry, round(s) - 20, "P"))
-    assert itm is not None and otm is not None
+    short_itm = m.qualify(Contract.option("SPY", expiry, round(s) + 10, "P"))
+    spy = m.qualify(Contract.stock("SPY"))
+    assert itm is not None and otm is not None and short_itm is not None and spy is not None
     x.place_order(lmt(itm, Action.BUY, 2, x.quote(itm).ask, "itm"))
     x.place_order(lmt(otm, Action.SELL, 1, x.quote(otm).bid, "otm"))
+    x.place_order(lmt(short_itm, Action.SELL, 1, x.quote(short_itm).bid, "short-itm"))
     resting = x.place_order(lmt(itm, Action.BUY, 1, 0.05, "rest", tif="GTC"))
+    fills = x.executions()
     cash_before = x.cash
     clk.set(m.calendar.rth_close(expiry) - timedelta(minutes=1))
     assert x.on_clock() == []
     clk.set(m.calendar.rth_close(expiry) + timedelta(minutes=30))
-    assert x.account_summary().net_liquidation > 0  # marks expired legs at intrinsic
-    settled = x.on_clock()
-    assert {e.order_ref for e in settled} == {
-        f"EXPIRY:{itm.local_symbol}",
-        f"EXPIRY:{otm.local_symbol}",
-    }
+    assert x.on_clock() == []  # no execution for an exercise or an assignment
+    assert x.executions() == fills and len(x.reports()) == len(fills)
     close = m.settlement_price(itm, expiry)
-    by_ref = {e.contract.con_id: e for e in settled}
-    assert itm.strike is not None
-    assert by_ref[itm.con_id].price == pytest.approx(max(0.0, close - itm.strike))
-    assert by_ref[itm.con_id].side is Action.SELL and by_ref[itm.con_id].quantity == 2
-    assert by_ref[otm.con_id].side is Action.BUY
-    assert all(e.time == m.calendar.rth_close(expiry) and e.commission == 0 for e in settled)
-    assert x.positions() == []
-    otm_value = by_ref[otm.con_id].price * 100
-    assert x.cash == pytest.approx(cash_before + by_ref[itm.con_id].price * 200 - otm_value)
+    assert itm.strike < close < short_itm.strike and otm.strike < close  # type: ignore[operator]
+    by_option = {d.option.con_id: d for d in x.deliveries()}
+    assert by_option[itm.con_id].kind is DeliveryKind.EXERCISED
+    assert by_option[short_itm.con_id].kind is DeliveryKind.ASSIGNED
+    assert (
+        by_option[otm.con_id].kind is DeliveryKind.EXPIRED and by_option[otm.con_id].stock is None
+    )
+    assert all(d.at_expiry and d.time == m.calendar.rth_close(expiry) for d in x.deliveries())
+    (pos,) = x.positions()  # the options are gone, the stock is there
+    assert (pos.contract.con_id, pos.quantity) == (spy.con_id, 200 + 100)
+    assert itm.strike is not None and short_itm.strike is not None
+    paid = itm.strike * 200 + short_itm.strike * 100
+    assert x.cash == pytest.approx(cash_before - paid)  # delivered at the strike, no fee
+    assert pos.avg_cost == pytest.approx(paid / 300)
     assert x.order(resting.order_id).status is OrderStatus.CANCELLED
-    assert x.on_clock() == []  # settled exactly once
+    assert x.on_clock() == [] and len(x.deliveries()) == 3  # settled exactly once
     late = x.place_order(lmt(itm, Action.BUY, 1, 1.0, "late"))
     assert late.status is OrderStatus.REJECTED and "[200]" in late.message
     bag = Contract.combo("SPY", [ComboLeg(itm.con_id, 1, "BUY"), ComboLeg(otm.con_id, 1, "SELL")])
