@@ -1015,25 +1015,27 @@ class SimExchange:
         return sum(1 for _ in range(-book.quantity) if rng.random() < rate)
 
     def _exercise_now(self, ts: int) -> None:
-        """Fault: settle one option position as at its expiry now (an ITM one first, else
-        the nearest expiry): exercise by exception, or it lapses."""
+        """Fault: exercise one in-the-money option position now, as OCC's exercise by
+        exception would at its expiry: the option goes, stock comes at the strike. Only an
+        ITM option: at IB an option never lapses before its expiry date, so an out-of-money
+        one vanishing early would be a position change no real account shows. With none
+        in the money the fault stays armed."""
+
+        def itm(b: _Book) -> bool:
+            c = b.contract
+            assert c.strike is not None
+            sign = 1 if c.right is Right.CALL else -1
+            return sign * (self.market.price(c.symbol) - c.strike) >= EXERCISE_BY_EXCEPTION
+
         options = [
             b
             for b in self._acct.books.values()
-            if b.quantity != 0 and b.contract.sec_type is SecType.OPT
+            if b.quantity != 0 and b.contract.sec_type is SecType.OPT and itm(b)
         ]
         if not options:
             return
         self.faults.exercise_next = False
-
-        def rank(b: _Book) -> tuple[bool, date, int]:
-            c = b.contract
-            assert c.strike is not None and c.expiry is not None
-            sign = 1 if c.right is Right.CALL else -1
-            itm = sign * (self.market.price(c.symbol) - c.strike) >= EXERCISE_BY_EXCEPTION
-            return (not itm, c.expiry, c.con_id)
-
-        book = min(options, key=rank)
+        book = min(options, key=lambda b: (b.contract.expiry or date.max, b.contract.con_id))
         spot = self.market.price(book.contract.symbol)
         self._settle_option(book, book.quantity, spot, ts, at_expiry=True)
 

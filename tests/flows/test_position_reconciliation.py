@@ -104,24 +104,31 @@ async def test_faults_then_one_run_makes_book_equal_broker(world: SimWorld) -> N
 
 
 async def test_expiry_and_assignment_are_explained(world: SimWorld) -> None:
+    """As IB settles them: at expiry the ITM option of a put/call pair is exercised into
+    stock and the OTM one lapses; a short put assigned early turns into stock too."""
     pool = world.pool
     stock = world.exchange.qualify(Contract.stock("SPY"))
     assert stock is not None
+    put, call = pool[0], pool[1]  # nearest weekly, one strike
     short_put = next(c for c in pool[6:] if c.right is not None and c.right.value == "P")
-    world.book.record_fills(world.submit(world.v6_single(pool[1], 1)))  # nearest weekly
+    world.book.record_fills(world.submit(world.v6_single(put, 1)))
+    world.book.record_fills(world.submit(world.v6_single(call, 1)))
     world.book.record_fills(world.submit(world.v6_single(short_put, -1)))  # next weekly
     with use_runtime(runtime(world)):
         first = await position_reconciliation(guard=False)
     assert first["breaks"] == 0
     world.advance(timedelta(days=7))  # the nearest weekly expires and is settled
     world.assign(short_put, 1, stock)  # and the short put is assigned early
+    settled = {d.option.con_id: d.kind.value for d in world.exchange.deliveries()}
+    assert sorted(settled.values()) == ["exercise", "expired"]
     with use_runtime(runtime(world)):
         summary = await position_reconciliation(guard=False)
-    assert summary["breaks_by_kind"] == {"assignment": 1, "missing_position": 1}
-    assert summary["urgent_breaks"] == 1 and summary["unresolved_breaks"] == 0
+    assert summary["breaks_by_kind"] == {"assignment": 2, "missing_position": 1}
+    assert summary["urgent_breaks"] == 2 and summary["unresolved_breaks"] == 0
     assert world.book_equals_broker()
     reasons = dict(world.book.legs().select("con_id", "close_reason").iter_rows())
-    assert reasons[pool[1].con_id] == "expired" and reasons[short_put.con_id] == "assigned"
+    lapsed = next(con for con, kind in settled.items() if kind == "expired")
+    assert reasons[lapsed] == "expired" and reasons[short_put.con_id] == "assigned"
 
 
 async def test_closed_market_skips_unless_called_by_the_cycle(world: SimWorld) -> None:

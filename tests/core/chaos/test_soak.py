@@ -33,6 +33,16 @@ SETTINGS: dict[str, Any] = {
         "reprice_steps": 2,
         "fill_poll_s": 1.0,
     },
+    # IB's money-path habits come from the seeded plan here (corrections, late commissions,
+    # fill-after-cancel, assignment are fault kinds), not also from the simulator's
+    # background rates, so each seed's plan says exactly what happens (v6 chaos keeps them).
+    "sim": {
+        "correction_rate": 0.0,
+        "late_commission_rate": 0.0,
+        "cancel_fill_rate": 0.0,
+        "dividend_assignment_rate": 0.0,
+        "put_assignment_rate": 0.0,
+    },
 }
 SEEDS = (2, 5)
 

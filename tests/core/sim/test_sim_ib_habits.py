@@ -171,11 +171,16 @@ def test_deep_itm_short_puts_near_expiry_may_be_assigned() -> None:
 def test_fault_assign_and_exercise_now(clock: SimClock) -> None:
     x = exchange_with(clock, put_assignment_rate=0.0, dividend_assignment_rate=0.0)
     put = option(x.market, 25, 1.0, "P")
-    call = option(x.market, 25, 1.0, "C")
+    call = option(x.market, 25, 0.97, "C")  # in the money: exercise by exception applies
+    far = option(x.market, 25, 1.05, "C")  # out of the money: never lapses before expiry
     x.faults.assign_next = x.faults.exercise_next = True
     clock.advance(timedelta(minutes=1))
     x.on_clock()
     assert x.deliveries() == [] and x.faults.assign_next  # waits for a position
+    x.place_order(lmt(far, Action.BUY, 1, x.quote(far).ask, "far"))
+    clock.advance(timedelta(minutes=1))
+    x.on_clock()
+    assert x.deliveries() == [] and x.faults.exercise_next  # an OTM option stays held
     x.place_order(lmt(put, Action.SELL, 1, x.quote(put).bid, "short"))
     x.place_order(lmt(call, Action.BUY, 1, x.quote(call).ask, "long"))
     clock.advance(timedelta(minutes=1))
@@ -183,6 +188,8 @@ def test_fault_assign_and_exercise_now(clock: SimClock) -> None:
     assigned, exercised = x.deliveries()
     assert (assigned.kind, assigned.option.con_id) == (DeliveryKind.ASSIGNED, put.con_id)
     assert exercised.option.con_id == call.con_id and exercised.at_expiry
-    assert exercised.kind in (DeliveryKind.EXERCISED, DeliveryKind.EXPIRED)
+    assert exercised.kind is DeliveryKind.EXERCISED and exercised.shares == 100
     assert not (x.faults.assign_next or x.faults.exercise_next)
-    assert all(p.contract.sec_type is SecType.STK for p in x.positions())
+    held = {p.contract.con_id: p.contract.sec_type for p in x.positions()}
+    assert held.pop(far.con_id) is SecType.OPT
+    assert set(held.values()) == {SecType.STK}
