@@ -68,6 +68,7 @@ class Hooks:
     connectivity_blip: bool = False
     killed: int = 0
     blips: int = 0
+    brokers_built: int = 0
 
 
 class ChaosIBBroker(IBBroker):
@@ -145,8 +146,9 @@ def arm(kind: FaultKind, gw: GatewayServer, ex: SimExchange, hooks: Hooks) -> No
             ex.faults.assign_next = True
         case FaultKind.EXPIRY_EXERCISE:
             ex.faults.exercise_next = True
-        case FaultKind.COMMIT_CONFLICT | FaultKind.CRASH_DAY:
-            pass  # the soak runs the concurrent writer / scripts the regime itself
+        case _:
+            pass  # the soak runs the concurrent writer, the crash regime, the fail-closed
+            # faults (`fail_closed`) itself
 
 
 def fired_after_cycle(

@@ -35,6 +35,12 @@ class FaultKind(StrEnum):
     CLIENT_ID_326 = "client_id_326"  # the next connect finds its clientId still taken
     EARLY_ASSIGNMENT = "early_assignment"  # a short option position is assigned
     EXPIRY_EXERCISE = "expiry_exercise"  # an option position settles as at its expiry
+    # wrong state that reads fine (issue 18): the cycle must fail closed
+    LOST_TABLE = "lost_table"  # a book table's Delta log is gone
+    ROLLED_BACK_TABLE = "rolled_back_table"  # a book table's latest commit is gone
+    ABSURD_POSITION = "absurd_position"  # the gateway reports 1e15 contracts at 1e300
+    UNDECODABLE_MESSAGE = "undecodable_message"  # a position message ib_async cannot decode
+    CONCURRENT_CYCLE = "concurrent_cycle"  # another cycle holds the lease
 
 
 # Kinds armed per cycle (the crash day is a session-level setting chosen up front).
@@ -64,19 +70,22 @@ def plan_faults(
     *,
     rate: float = 0.3,
     first_cycle: int = 1,
+    kinds: tuple[FaultKind, ...] = CYCLE_KINDS,
 ) -> FaultPlan:
-    """Faults for `cycles` cycles over `sessions` sessions.
+    """Faults for `cycles` cycles over `sessions` sessions, drawn from `kinds`.
 
     `first_cycle` keeps the first cycles clean so the book has positions to break.
     One fault per cycle: faults of one cycle would otherwise mask each other's handling.
     """
     if cycles < 1 or sessions < 1:
         raise ValueError(f"plan_faults: cycles ({cycles}) and sessions ({sessions}) must be >= 1")
+    if not kinds or not set(kinds) <= set(CYCLE_KINDS):
+        raise ValueError(f"plan_faults: kinds must be per-cycle fault kinds, got {kinds}")
     if not 0 <= rate <= 1:
         raise ValueError(f"plan_faults: rate must be within [0, 1], got {rate}")
     rng = random.Random(seed)
     slots = list(range(min(first_cycle, cycles - 1), cycles))
-    first_round = list(CYCLE_KINDS)
+    first_round = list(kinds)
     rng.shuffle(first_round)
     by_cycle: dict[int, tuple[FaultKind, ...]] = {}
     # Spread the first round over the first ~half of the run, every other cycle, so each
@@ -86,6 +95,6 @@ def plan_faults(
         by_cycle[cycle] = (kind,)
     for cycle in slots:
         if cycle not in by_cycle and rng.random() < rate:
-            by_cycle[cycle] = (rng.choice(CYCLE_KINDS),)
+            by_cycle[cycle] = (rng.choice(kinds),)
     crash = rng.randrange(sessions) if sessions > 1 else 0
     return FaultPlan(seed=seed, by_cycle=by_cycle, crash_session=crash)

@@ -3,8 +3,10 @@
 The world is the demo's: a SimExchange behind the gateway simulator on loopback, the
 production `IBBroker` + ib_async (with two fault hooks, see `faults.ChaosIBBroker`), a
 Delta store on disk and a SimClock the soak moves between cycles. Each cycle is
-`run_trading_cycle`, the exact composition the Prefect flow runs (the flow only wraps
-each step in a task), so a clean soak says the flow's code path survives the faults.
+`run_trading_cycle` under the cycle lease, the exact composition the Prefect flow runs
+(the flow only wraps each step in a task), so a clean soak says the flow's code path
+survives the faults. Wrong state that reads fine (a lost or rolled-back table, an absurd
+or undecodable position, another cycle running) is armed by `fail_closed`.
 
 After every cycle the invariants run; the first violation stops the soak with the seed
 (replay it with `v6 chaos --seed S`). After each session the nightly maintenance runs on
@@ -32,6 +34,7 @@ import polars as pl
 from core.backtest.run import cycle_times
 from core.calendar import MarketCalendar
 from core.chaos import invariants as inv
+from core.chaos.fail_closed import FAIL_CLOSED_FAULTS, arm_fail_closed, failed_closed, restore
 from core.chaos.faults import (
     CONFLICT_RUN_ID,
     CONFLICT_TABLE,
@@ -44,10 +47,11 @@ from core.chaos.faults import (
     arm,
     fired_after_cycle,
 )
-from core.chaos.scheduler import FaultKind, FaultPlan, plan_faults
+from core.chaos.scheduler import CYCLE_KINDS, FaultKind, FaultPlan, plan_faults
 from core.clock import SimClock
 from core.config import Settings
 from core.cycle.context import Step
+from core.cycle.lease import SKIPPED, hold_cycle_lease
 from core.cycle.run import RECONCILE, CycleRun, run_trading_cycle
 from core.domain import OrderState
 from core.domain.order_refs import parse_order_ref
@@ -155,6 +159,7 @@ class Soak:
         root: Path,
         rate: float,
         progress: Progress | None,
+        kinds: tuple[FaultKind, ...] = CYCLE_KINDS,
     ) -> None:
         if days < 1:
             raise ValueError(f"chaos: days must be >= 1, got {days}")
@@ -165,7 +170,9 @@ class Soak:
         self.sessions = self.calendar.trading_days(start, days)
         every = timedelta(minutes=cycle_minutes)
         self.times = [t for d in self.sessions for t in cycle_times(self.calendar, d, every)]
-        self.plan: FaultPlan = plan_faults(seed, len(self.times), len(self.sessions), rate=rate)
+        self.plan: FaultPlan = plan_faults(
+            seed, len(self.times), len(self.sessions), rate=rate, kinds=kinds
+        )
         crash = self.sessions[self.plan.crash_session or 0]
         self.base = settings
         self.root = root
@@ -188,6 +195,7 @@ class Soak:
         def factory() -> ChaosIBBroker:
             b = ChaosIBBroker(settings.broker, clock=clock)
             b.hooks = hooks
+            hooks.brokers_built += 1
             return b
 
         # A fresh store object per runtime: a restart shares only what is on disk.
@@ -262,13 +270,22 @@ class Soak:
             await writer.start()
         if at.date() == self.crash and FaultKind.CRASH_DAY.value not in armed.fired:
             armed.fire(FaultKind.CRASH_DAY)  # the session's first cycle runs in the crash
+        ttl = timedelta(seconds=settings.cycle.lease_ttl_s)
+        tampered = [
+            arm_fail_closed(k, rt.store, gw, ex, brokers_built=hooks.brokers_built, lease_ttl=ttl)
+            for k in kinds & FAIL_CLOSED_FAULTS
+        ]
         run_id = f"chaos-{self.seed}-{i:05d}-{at:%Y%m%d%H%M}"
         reconciled: list[str] = []
         run: CycleRun | None = None
         try:
-            run = await run_trading_cycle(rt, run_id, wrap=self._wrap(rt, ex, reconciled, run_id))
-            self.report.outcomes[run.outcome.name] += 1
-            self.last_outcome = run.outcome.name
+            # through the lease, as the flow runs it: one cycle per home at a time
+            async with hold_cycle_lease(rt.store, run_id, ttl) as busy:
+                if busy is None:
+                    wrap = self._wrap(rt, ex, reconciled, run_id)
+                    run = await run_trading_cycle(rt, run_id, wrap=wrap)
+            self.last_outcome = SKIPPED if run is None else run.outcome.name
+            self.report.outcomes[self.last_outcome] += 1
         except ProcessKilled as exc:
             log.warning("chaos %s: %s; restarting on the same store", run_id, exc)
             self.report.outcomes["Killed"] += 1
@@ -296,17 +313,24 @@ class Soak:
                     f"{self.writers * WRITER_ROUNDS}: a commit was lost"
                 )
             self._check("concurrent_writer", problems, run_id)
+        for t in tampered:
+            restore(t, rt.store, gw, ttl)
         if reconciled:
             self._fail(run_id, reconciled)
         quoted = run is not None and run.report is not None and "market-data" in run.report.steps
         fired_now = [
             k
-            for k in (kinds | (armed.pending & ORDER_FAULTS))
+            for k in ((kinds - FAIL_CLOSED_FAULTS) | (armed.pending & ORDER_FAULTS))
             if fired_after_cycle(k, gw, ex, hooks, settings.broker.market_data_lines, quoted)
         ]
+        fired_now += [t.kind for t in tampered if t.fired(run)]  # checked below
         for k in fired_now:
             armed.fire(k)
-        self._invariants(i, at, rt, run, ex, run_id, settings)
+        new_orders = self._invariants(i, at, rt, run, ex, run_id, settings)
+        breaker = Breaker(rt.store, settings.breaker, rt.clock)
+        for t in (t for t in tampered if t.fired(run)):
+            problems = failed_closed(t, run, rt.store, breaker, new_orders, hooks.brokers_built)
+            self._check("failed_closed", problems, run_id)
         for k in fired_now:
             self.report.handled[k.value] += 1
         last_of_day = i + 1 == len(self.times) or self.times[i + 1].date() != at.date()
@@ -346,7 +370,8 @@ class Soak:
         ex: SimExchange,
         run_id: str,
         settings: Settings,
-    ) -> None:
+    ) -> int:
+        """Run the invariants after cycle `i`; returns how many orders it sent."""
         new = [
             o
             for o in ex.open_orders() + ex.completed_orders()
@@ -382,6 +407,7 @@ class Soak:
         if last_of_day:
             self._nightly(store, settings, rt.clock.now().date(), run_id)
             self._check("tables_valid", inv.tables_valid(store), run_id)
+        return len(new)
 
     def _nightly(self, store: DeltaStore, settings: Settings, today: date, run_id: str) -> None:
         """The maintenance flow's work after the session, as production runs it nightly
@@ -430,11 +456,12 @@ async def run_chaos(
     rate: float = 0.3,
     root: Path | None = None,
     progress: Progress | None = None,
+    kinds: tuple[FaultKind, ...] = CYCLE_KINDS,
 ) -> ChaosReport:
     """Soak `days` sessions under seeded faults; the report says whether it stayed clean.
 
     `root` keeps the soak's Delta tables (for a post-mortem); by default a scratch
-    directory is used and removed afterwards.
+    directory is used and removed afterwards. `kinds`: the per-cycle faults to draw.
     """
     scratch = root is None
     where = Path(tempfile.mkdtemp(prefix=f"v6-chaos-{seed}-")) if root is None else root
@@ -447,6 +474,7 @@ async def run_chaos(
             root=where,
             rate=rate,
             progress=progress,
+            kinds=kinds,
         )
         return await soak.run()
     finally:

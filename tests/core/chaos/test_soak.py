@@ -3,7 +3,9 @@ Delta store on disk, a fast SimClock) over simulated sessions while seeded fault
 
 The short soak runs by default (2 fixed seeds, 5 sessions, a cycle every 2 simulated
 hours): every fault kind must fire, the soak must stay clean, and the handling each kind
-needs must be visible in the report and on disk. Unit tests show each invariant can fail.
+needs must be visible in the report and on disk. The fail-closed faults (wrong state that
+reads fine) get a short soak of their own, so each soak fits all its kinds in its cycles.
+Unit tests show each invariant can fail.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ import polars as pl
 import pytest
 
 from core.chaos import invariants as inv
+from core.chaos.fail_closed import FAIL_CLOSED_FAULTS, Tampered, failed_closed
 from core.chaos.faults import CONFLICT_RUN_ID, CONFLICT_TABLE
-from core.chaos.scheduler import FaultKind, plan_faults
+from core.chaos.scheduler import CYCLE_KINDS, FaultKind, plan_faults
 from core.chaos.soak import WRITER_ROUNDS, ChaosReport, run_chaos
+from core.clock import SimClock
 from core.config import Settings
-from core.risk.breaker import CycleHealth
+from core.domain.breaks import BreakKind
+from core.risk.breaker import Breaker, CycleHealth
 from core.store import DeltaStore
 
 SETTINGS: dict[str, Any] = {
@@ -45,15 +50,18 @@ SETTINGS: dict[str, Any] = {
     },
 }
 SEEDS = (2, 5)
+SHORT_KINDS = tuple(k for k in CYCLE_KINDS if k not in FAIL_CLOSED_FAULTS)
+FAIL_CLOSED_KINDS = tuple(k for k in CYCLE_KINDS if k in FAIL_CLOSED_FAULTS)
+FAIL_CLOSED_SEED = 3
 
 
 # -- the seeded plan ------------------------------------------------------------------------
 
 
 def test_plan_is_a_function_of_the_seed_and_schedules_every_kind() -> None:
-    a, b = plan_faults(7, 20, 5), plan_faults(7, 20, 5)
+    a, b = plan_faults(7, 30, 5), plan_faults(7, 30, 5)
     assert a == b
-    assert plan_faults(8, 20, 5) != a
+    assert plan_faults(8, 30, 5) != a
     counts = a.counts()
     assert all(counts[k.value] >= 1 for k in FaultKind)
     assert a.at(0) == ()  # the first cycle is clean: the book needs positions to break
@@ -65,6 +73,14 @@ def test_plan_rejects_bad_input_naming_the_value() -> None:
         plan_faults(1, 0, 1)
     with pytest.raises(ValueError, match="rate"):
         plan_faults(1, 10, 1, rate=1.5)
+    with pytest.raises(ValueError, match="kinds"):
+        plan_faults(1, 10, 1, kinds=(FaultKind.CRASH_DAY,))
+
+
+def test_plan_draws_only_the_given_kinds() -> None:
+    plan = plan_faults(7, 12, 3, kinds=FAIL_CLOSED_KINDS)
+    drawn = {k for ks in plan.by_cycle.values() for k in ks}
+    assert drawn == set(FAIL_CLOSED_KINDS)
 
 
 # -- the invariants can fail ----------------------------------------------------------------
@@ -86,6 +102,21 @@ def test_tables_valid_reads_every_table_back(tmp_path: Path) -> None:
     store = DeltaStore(tmp_path)
     store.append(CONFLICT_TABLE, store.spec(CONFLICT_TABLE).example())  # type: ignore[misc]
     assert inv.tables_valid(store) == []
+
+
+def test_failing_open_on_wrong_state_is_a_violation(tmp_path: Path) -> None:
+    store = DeltaStore(tmp_path)
+    breaker = Breaker(store, Settings().breaker, SimClock(datetime(2026, 3, 2, 15, tzinfo=UTC)))
+    lost = Tampered(FaultKind.LOST_TABLE, fills_before=0, brokers_before=0)
+    found = failed_closed(lost, None, store, breaker, new_orders=2, brokers_built=0)
+    assert len(found) == 2
+    assert "2 order(s) sent" in found[0] and "not OPEN" in found[1]
+    breaker.trip("test", "tester")
+    assert failed_closed(lost, None, store, breaker, new_orders=0, brokers_built=0) == []
+    absurd = Tampered(FaultKind.ABSURD_POSITION, fills_before=0, brokers_before=0)
+    store.append("fills", store.spec("fills").example())  # type: ignore[misc]
+    found = failed_closed(absurd, None, store, breaker, new_orders=0, brokers_built=0)
+    assert found == ["absurd_position: fills went from 0 to 1 on a suspect report"]
 
 
 def _health(**kw: Any) -> CycleHealth:
@@ -135,7 +166,14 @@ def soaks(tmp_path_factory: pytest.TempPathFactory) -> dict[int, tuple[ChaosRepo
     for seed in SEEDS:
         root = tmp_path_factory.mktemp(f"chaos-{seed}")
         report = asyncio.run(
-            run_chaos(Settings(**SETTINGS), days=5, seed=seed, cycle_minutes=120, root=root)
+            run_chaos(
+                Settings(**SETTINGS),
+                days=5,
+                seed=seed,
+                cycle_minutes=120,
+                root=root,
+                kinds=SHORT_KINDS,
+            )
         )
         out[seed] = (report, root)
     return out
@@ -150,7 +188,7 @@ def test_short_soak_stays_clean_and_every_fault_fires(
     text = "\n".join(report.lines())
     assert report.ok, text
     assert report.cycles == 20, text
-    for kind in FaultKind:
+    for kind in (*SHORT_KINDS, FaultKind.CRASH_DAY):
         assert report.fired[kind.value] >= 1, f"{kind.value} never fired\n{text}"
         assert report.handled[kind.value] >= 1, f"{kind.value} not handled\n{text}"
     for check in (
@@ -200,3 +238,48 @@ def test_short_soak_handles_each_fault_as_designed(
     assert fills.height > 0 and fills.get_column("exec_id").n_unique() == fills.height
     # the rejected order was counted against the breaker's rejection budget
     assert health.get_column("rejections").sum() >= 1, text
+
+
+# -- the fail-closed soak -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fail_closed_soak(tmp_path_factory: pytest.TempPathFactory) -> tuple[ChaosReport, Path]:
+    import asyncio
+
+    root = tmp_path_factory.mktemp("chaos-fail-closed")
+    report = asyncio.run(
+        run_chaos(
+            Settings(**SETTINGS),
+            days=3,
+            seed=FAIL_CLOSED_SEED,
+            cycle_minutes=120,
+            root=root,
+            kinds=FAIL_CLOSED_KINDS,
+        )
+    )
+    return report, root
+
+
+@pytest.mark.gateway
+def test_fail_closed_soak_meets_wrong_state_and_trades_nothing_on_it(
+    fail_closed_soak: tuple[ChaosReport, Path],
+) -> None:
+    report, root = fail_closed_soak
+    text = "\n".join(report.lines())
+    assert report.ok, text
+    for kind in FAIL_CLOSED_KINDS:
+        assert report.fired[kind.value] >= 1, f"{kind.value} never fired\n{text}"
+        assert report.handled[kind.value] >= 1, f"{kind.value} not handled\n{text}"
+    assert report.checks["failed_closed"] >= len(FAIL_CLOSED_KINDS), text
+    # lost and rolled-back tables: StoreCorrupt; another cycle's lease: skipped
+    assert report.outcomes["StoreCorrupt"] >= 2 and report.outcomes["Skipped"] >= 1, text
+    # the suspect reports were breaks that tripped the breaker, never booked
+    store = DeltaStore(root)
+    kinds = set(store.read("reconciliation_breaks").collect().get_column("kind").to_list())
+    assert {BreakKind.ABSURD_REPORT.value, BreakKind.MISSING_POSITION.value} <= kinds, kinds
+    fills = store.read("fills").collect()
+    assert fills.height > 0 and fills.get_column("quantity").abs().max() < 1_000, text
+    assert report.trip_reasons["data_quality"] >= 2, text
+    # put back as a person would, the soak carried on and traded again
+    assert report.recoveries >= 1 and report.orders > 0, text
