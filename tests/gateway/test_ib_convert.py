@@ -12,6 +12,7 @@ from ib_async.objects import OptionComputation
 from core.broker import ErrorClass
 from core.broker.ib import convert as cv
 from core.domain import ComboLeg, Contract
+from core.domain.accounts import mask_account
 
 pytestmark = pytest.mark.gateway
 
@@ -101,7 +102,7 @@ def test_account_summary_missing_money_is_nan() -> None:
     s = cv.account_summary_from_values("DU1", values)
     assert (s.net_liquidation, s.buying_power) == (100.5, 90.0)
     assert math.isnan(s.available_funds) and math.isnan(s.maintenance_margin)
-    assert cv.mask_account("DU1234567") == "******567"
+    assert mask_account("DU1234567") == "******567"
 
 
 @pytest.mark.parametrize(

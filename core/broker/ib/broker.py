@@ -73,7 +73,7 @@ class IBBroker:
 
     @property
     def account(self) -> str | None:
-        """The managed account in use (print it with `convert.mask_account`)."""
+        """The managed account in use (print it with `core.domain.accounts.mask_account`)."""
         return self._conn.account
 
     @property

@@ -21,10 +21,11 @@ from collections.abc import Awaitable, Callable
 from ib_async import IB, StartupFetch
 
 from core.broker.base import BrokerError, ErrorClass
-from core.broker.ib.convert import classify_error, mask_account
+from core.broker.ib.convert import classify_error
 from core.broker.ib.live_guard import LiveTradingRefusedError, check_live_account
 from core.broker.ib.logs import REDACTOR, v6_logger
 from core.config import BrokerSettings
+from core.domain.accounts import mask_account
 
 logger = v6_logger(__name__)
 

@@ -74,11 +74,6 @@ def classify_error(code: int) -> ErrorClass:
     return ErrorClass.DATA
 
 
-def mask_account(account: str) -> str:
-    """All but the last 3 characters hidden (account numbers never reach a log in full)."""
-    return "*" * max(len(account) - 3, 0) + account[-3:]
-
-
 # ---------------------------------------------------------------------------- numbers
 def clean(value: float | Decimal | None, *sentinels: float) -> float:
     """A broker float, or NaN when IB means "unknown" (None, UNSET, non-finite, a sentinel)."""

@@ -4,8 +4,8 @@ checked on the settings before connecting and on the managed account after."""
 from __future__ import annotations
 
 from core.broker.base import BrokerError, ErrorClass
-from core.broker.ib.convert import mask_account
 from core.config import LIVE_PORTS, BrokerSettings
+from core.domain.accounts import mask_account
 
 
 class LiveTradingRefusedError(BrokerError):

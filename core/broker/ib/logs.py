@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import re
 
-from core.broker.ib.convert import mask_account
+from core.domain.accounts import mask_account
 
 IB_LOGGERS = ("ib_async.client", "ib_async.wrapper", "ib_async.ib", "ib_async.Decoder")
 

@@ -43,6 +43,7 @@ from core.domain import (
     Quote,
     SecType,
 )
+from core.domain.accounts import mask_account
 from core.domain.timezones import MARKET_TZ
 from core.sim.calendar import to_epoch
 from core.sim.exchange import ExecutionReported
@@ -93,11 +94,6 @@ _SUMMARY_TAGS = (
 )
 _LEDGER_TAGS = ("RealizedPnL", "UnrealizedPnL", "NetLiquidationByCurrency")
 MASTER_CLIENT_ID = 0  # may cancel any client's order (as TWS's clientId 0 does)
-
-
-def mask_account(account: str) -> str:
-    """All but the last 3 characters hidden: account numbers never reach a log in full."""
-    return "*" * max(len(account) - 3, 0) + account[-3:]
 
 
 class ExchangeLike(Protocol):
@@ -1432,4 +1428,4 @@ def _build_exchange(settings: Settings) -> ExchangeLike:
     return build_exchange(settings)
 
 
-__all__ = ["ExchangeLike", "GatewayServer", "mask_account", "run_gateway"]
+__all__ = ["ExchangeLike", "GatewayServer", "run_gateway"]
