@@ -12,7 +12,8 @@ class BreakKind(StrEnum):
     UNKNOWN_V6_REF = "unknown_v6_ref"  # a V6-looking ref with no intent or strategy: unexplained
     EXTERNAL_POSITION = "external_position"  # a broker position the book does not know
     MISSING_POSITION = "missing_position"  # a book leg the broker no longer has
-    ASSIGNMENT = "assignment"  # stock appeared from a short (or long, exercised) option
+    ASSIGNMENT = "assignment"  # a short option was assigned: it left, its stock came
+    EXERCISE = "exercise"  # a long option was exercised (at expiry, by exception): likewise
     QUANTITY_MISMATCH = "quantity_mismatch"
     PRICE_MISMATCH = "price_mismatch"
     MISSING_ORDER = "missing_order"  # a V6 order working at the broker the book never recorded

@@ -453,7 +453,9 @@ class _Passes(_Views):
         self.break_parts.append(
             _conform(
                 a.with_columns(
-                    kind=pl.lit(BreakKind.ASSIGNMENT.value),
+                    kind=pl.when(short)
+                    .then(pl.lit(BreakKind.ASSIGNMENT.value))
+                    .otherwise(pl.lit(BreakKind.EXERCISE.value)),
                     resolution=pl.when(short)
                     .then(pl.lit(Resolution.CLOSED_ASSIGNED.value))
                     .otherwise(pl.lit(Resolution.CLOSED_EXERCISED.value)),

@@ -123,7 +123,7 @@ async def test_expiry_and_assignment_are_explained(world: SimWorld) -> None:
     assert sorted(settled.values()) == ["exercise", "expired"]
     with use_runtime(runtime(world)):
         summary = await position_reconciliation(guard=False)
-    assert summary["breaks_by_kind"] == {"assignment": 2, "missing_position": 1}
+    assert summary["breaks_by_kind"] == {"assignment": 1, "exercise": 1, "missing_position": 1}
     assert summary["urgent_breaks"] == 2 and summary["unresolved_breaks"] == 0
     assert world.book_equals_broker()
     reasons = dict(world.book.legs().select("con_id", "close_reason").iter_rows())

@@ -131,7 +131,7 @@ async def test_expiry_over_the_wire(
     exercised = next(d for d in settled.values() if d.kind.value == "exercise")
     result = await reconcile_over_the_wire(world, broker)
 
-    assert kinds(result) == {"missing_position": 1, "assignment": 1}
+    assert kinds(result) == {"missing_position": 1, "exercise": 1}
     by_kind = {r["kind"]: r for r in result.breaks.iter_rows(named=True)}
     assert by_kind["missing_position"]["resolution"] == "closed_expired"
     closed = world.book.legs().filter(pl.col("close_reason") == "expired")
