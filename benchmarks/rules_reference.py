@@ -1,4 +1,4 @@
-"""The same 12 rules as a per-strategy Python loop: the way most trading bots write them.
+"""The same 13 rules as a per-strategy Python loop: the way most trading bots write them.
 
 Lives in benchmarks/, not core: production never runs it. It is the oracle the vectorised
 engine is tested against (same decisions on random snapshots, nulls included) and the
@@ -158,12 +158,19 @@ def _gamma(x: dict[str, Any], s: RuleSettings) -> Check:
     return fired, ExitAction.CLOSE, Urgency.HIGH
 
 
+def _delivered_stock(x: dict[str, Any], s: RuleSettings) -> Check:
+    shares = x.get("stock_shares", 0)
+    fired = None if shares is None else shares != 0
+    return fired, ExitAction.CLOSE, Urgency.IMMEDIATE
+
+
 def _time_exit(x: dict[str, Any], s: RuleSettings) -> Check:
     return _le(x["dte"], s.time_exit_dte), ExitAction.CLOSE, Urgency.IMMEDIATE
 
 
 # Reason text, formatted only for the rule that decided (as the engine does).
 _DESCRIBE: dict[str, Describe] = {
+    "delivered_stock": lambda x, s: f"{x.get('stock_shares')} shares delivered",
     "catastrophe": lambda x, s: (
         f"underlying {x['underlying_move_1h_pct']}% in 1h, IV {x['iv_change_pct']}% vs entry"
     ),
@@ -180,6 +187,7 @@ _DESCRIBE: dict[str, Describe] = {
     "time_exit": lambda x, s: f"DTE {x['dte']}: close before expiry",
 }
 _IMPL: dict[str, tuple[frozenset[str], CheckFn]] = {
+    "delivered_stock": (MANAGED, _delivered_stock),
     "catastrophe": (MANAGED, _catastrophe),
     "single_leg_exit": (frozenset({StrategyType.SINGLE.value}), _single_leg),
     "trailing_stop": (MANAGED, _trailing),
@@ -195,6 +203,7 @@ _IMPL: dict[str, tuple[frozenset[str], CheckFn]] = {
 }
 # What each rule reads: a rule is clear only when it is False with all of these present.
 _INPUTS: dict[str, tuple[str, ...]] = {
+    "delivered_stock": ("stock_shares",),
     "catastrophe": ("underlying_move_1h_pct", "iv", "entry_iv"),
     "single_leg_exit": ("profit_pct", "dte"),
     "trailing_stop": ("profit_pct",),

@@ -355,7 +355,7 @@ class StrategySettings(_Section):
 
 
 class RuleSettings(_Section):
-    """Thresholds of the 12 exit rules; percentages are of the entry credit (debit for longs)."""
+    """Thresholds of the 13 exit rules; percentages are of the entry credit (debit for longs)."""
 
     disabled: list[str] = Field(default_factory=list, description="rule names to switch off")
     catastrophe_drop_pct: float = Field(

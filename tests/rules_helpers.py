@@ -29,6 +29,7 @@ QUIET: dict[str, Any] = {
     "vix": 18.0,
     "entry_vix": 18.0,
     "underlying_move_1h_pct": 0.0,
+    "stock_shares": 0,
 }
 
 

@@ -24,6 +24,7 @@ from core.domain.order_refs import parse_order_ref
 from core.domain.strategies import IntentPurpose, Origin, StrategyStatus
 from core.domain.timezones import MARKET_TZ
 from core.risk.breaker import Breaker, BreakerState, CycleHealth
+from core.risk.exposure import SHARES_PER_LOT
 from core.risk.limits import (
     MAX_CONTRACTS_PER_DAY,
     MAX_CONTRACTS_PER_ORDER,
@@ -129,6 +130,9 @@ def _order_size(o: OrderState, exchange: SimExchange) -> tuple[int, float]:
             if lc is not None and lc.strike is not None:
                 notional += q * lc.multiplier * lc.strike
         return contracts, notional
+    if c.sec_type is SecType.STK:  # delivered stock closed: 100-share lots, at its limit
+        lots = (o.quantity + SHARES_PER_LOT - 1) // SHARES_PER_LOT
+        return lots, o.quantity * (o.limit_price or 0.0)
     strike = c.strike if c.strike is not None else 0.0
     return o.quantity, o.quantity * c.multiplier * strike
 

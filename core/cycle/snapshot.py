@@ -87,6 +87,7 @@ def strategy_snapshot(legs: pl.DataFrame, context: pl.DataFrame, now: datetime) 
             _all_finite(gamma).alias("_gamma_ok"),
             pl.when(has_short).then(iv_short).otherwise(iv_all).alias("iv"),
             c("expiry").filter(opt).min().alias("_expiry"),
+            c("quantity").filter(c("sec_type") == "STK").sum().alias("stock_shares"),
         )
     )
     entry = pl.when(c("_entry_ok")).then(c("entry_usd"))
@@ -132,6 +133,7 @@ _SCHEMA = pl.Schema(
         "vix": pl.Float64(),
         "entry_vix": pl.Float64(),
         "underlying_move_1h_pct": pl.Float64(),
+        "stock_shares": pl.Int64(),
         "units": pl.Int64(),
         "managed": pl.Boolean(),
         "book_type": pl.String(),

@@ -25,7 +25,7 @@ from functools import reduce
 
 import polars as pl
 
-from core.domain import Action, ComboLeg, Contract, Execution, Quote
+from core.domain import Action, ComboLeg, Contract, Execution, Quote, SecType
 from core.risk.exposure import worst_expiry_value
 
 TICK = 0.01  # options and option combos on SMART: one cent
@@ -147,10 +147,15 @@ def fill_price(
 
 
 def order_legs_frame(
-    strategy_id: str, underlying: str, legs: Sequence[tuple[Contract, int]], units: int
+    strategy_id: str,
+    underlying: str,
+    legs: Sequence[tuple[Contract, int]],
+    units: int,
+    stock_price: float = math.nan,
 ) -> pl.DataFrame:
     """The order's legs in the shape `core.risk.limits.check_hard_caps` takes (plus the
-    sec_type and right `order_max_loss` needs)."""
+    sec_type and right `order_max_loss` needs). A stock leg has no strike: its notional
+    and expiry value use `stock_price` (the order's limit) in that column."""
     return pl.DataFrame(
         {
             "strategy_id": [strategy_id] * len(legs),
@@ -158,7 +163,7 @@ def order_legs_frame(
             "quantity": [r * units for _, r in legs],
             "delta": [None] * len(legs),
             "multiplier": [c.multiplier for c, _ in legs],
-            "strike": [c.strike for c, _ in legs],
+            "strike": [stock_price if c.sec_type is SecType.STK else c.strike for c, _ in legs],
             "sec_type": [c.sec_type.value for c, _ in legs],
             "right": [c.right.value if c.right else None for c, _ in legs],
         },

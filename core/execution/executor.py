@@ -48,6 +48,7 @@ from core.domain.strategies import IntentPurpose, LegSpec, Origin, StrategyStatu
 from core.execution.holdings import (
     ENTRY_PURPOSES,
     booked_legs,
+    delivered_stock,
     entry_credit,
     entry_units,
     held_units,
@@ -177,6 +178,12 @@ class ComboExecutor:
         `urgent` starts at natural. Exits reduce risk: the daily hard caps do not refuse
         them (the per-order caps still apply). The remainder of a partial exit is always
         worked to natural (getting out is the point).
+
+        Stock that an assignment or exercise delivered into the strategy goes first, all of
+        it, as its own stock order (rule `delivered_stock`; with that rule disabled the stock
+        is kept and only the options are closed). The option legs follow only once the stock is
+        out, so a stock order that does not fill leaves the options for the next cycle
+        rather than half the position worked.
         """
         purpose = IntentPurpose(purpose)
         if strategy_row(self.store, strategy_id) is None:
@@ -184,6 +191,24 @@ class ComboExecutor:
         progress = Progress()
         try:
             await self._resume_exits(strategy_id, progress)
+            if "delivered_stock" not in self.settings.rules.disabled:
+                for stock, shares in delivered_stock(self.book, strategy_id):
+                    stock_job = ComboJob(
+                        strategy_id=strategy_id,
+                        underlying=stock.symbol,
+                        purpose=purpose,
+                        legs=[(stock, -1 if shares > 0 else 1)],
+                        target=abs(shares),
+                        min_credit=None,
+                        urgent=urgent,
+                        reduces_risk=True,
+                    )
+                    stock_progress = Progress()
+                    await self._ladder.climb(stock_job, stock_progress, start_step=0)
+                    result = self._exit_or_roll_result(stock_job, stock_progress)
+                    if result.status is not ExecStatus.FILLED:
+                        return result
+                    log.info("%s: closed %d delivered %s shares", strategy_id, shares, stock.symbol)
             units, legs, why = holding(self.book, strategy_id)
             if why:
                 return ExecutionResult.not_closable(

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import polars as pl
 
 from core.book.ledger import Book
-from core.domain import Contract
+from core.domain import Contract, SecType
 from core.domain.frames import contract_from_row
 from core.domain.strategies import IntentPurpose
 from core.execution.intents import strategy_intents
@@ -33,8 +33,13 @@ def entry_units(book: Book, strategy_id: str, legs: Sequence[tuple[Contract, int
 
 
 def holding(book: Book, strategy_id: str) -> tuple[int, Legs, str]:
-    """(units, [(contract, ratio per unit)], problem) of the strategy's open legs."""
-    pos = _positions(book, strategy_id).filter(pl.col("quantity") != 0)
+    """(units, [(contract, ratio per unit)], problem) of the strategy's open option legs.
+
+    Stock an assignment or exercise delivered into the strategy is not a unit of it (100
+    shares against a 1-lot spread): `delivered_stock` lists it, to be closed on its own."""
+    pos = _positions(book, strategy_id).filter(
+        (pl.col("quantity") != 0) & (pl.col("sec_type") != SecType.STK.value)
+    )
     if pos.is_empty():
         return 0, [], ""
     legs: Legs = []
@@ -55,6 +60,15 @@ def holding(book: Book, strategy_id: str) -> tuple[int, Legs, str]:
     if len(units) != 1:
         return 0, [], f"legs hold different numbers of units {sorted(units)}; not one combo"
     return units.pop(), legs, ""
+
+
+def delivered_stock(book: Book, strategy_id: str) -> Legs:
+    """[(stock contract, signed shares held)] that assignment or exercise put in the
+    strategy (reconciliation books it there, as the broker's positions show it)."""
+    pos = _positions(book, strategy_id).filter(
+        (pl.col("quantity") != 0) & (pl.col("sec_type") == SecType.STK.value)
+    )
+    return [(contract_from_row(r), int(r["quantity"])) for r in pos.iter_rows(named=True)]
 
 
 def booked_legs(book: Book, strategy_id: str) -> Legs:

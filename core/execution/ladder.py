@@ -81,14 +81,39 @@ class ComboJob:
     urgent: bool = False
     reduces_risk: bool = False
     # derived
-    bag: Contract = field(init=False)
+    bag: Contract = field(init=False)  # what is traded: the BAG, or the one leg itself
     g: int = field(init=False)  # combo units per strategy unit
     unit_legs: list[tuple[Contract, int]] = field(init=False)  # per combo unit
 
     def __post_init__(self) -> None:
         self.legs = net_legs(self.legs)
-        self.bag, self.g = combo_contract(self.underlying, self.legs)
+        if len(self.legs) == 1:  # one instrument (delivered stock, a leg left alone): no BAG
+            contract, ratio = self.legs[0]
+            self.bag, self.g = contract, abs(ratio)
+        else:
+            self.bag, self.g = combo_contract(self.underlying, self.legs)
         self.unit_legs = [(c, r // self.g) for c, r in self.legs]
+
+    @property
+    def direct(self) -> bool:
+        """True when the job trades one contract as itself (BUY or SELL), not as a BAG."""
+        return len(self.legs) == 1
+
+    def order(self, quantity: int, price: float, ref: str) -> OrderRequest:
+        """The order for `quantity` combo units at `price`, the net debit per unit (the
+        BUY-combo convention the ladder prices in). A direct job sells a short-ratio leg:
+        the credit -price becomes its positive limit."""
+        if not self.direct:
+            return OrderRequest(self.bag, Action.BUY, quantity, limit_price=price, order_ref=ref)
+        sign = 1 if self.unit_legs[0][1] > 0 else -1
+        action = Action.BUY if sign > 0 else Action.SELL
+        return OrderRequest(self.bag, action, quantity, limit_price=sign * price, order_ref=ref)
+
+    def debit(self, avg_fill_price: float) -> float:
+        """A broker's average fill price of this job's order as a net debit per unit."""
+        if self.direct and self.unit_legs[0][1] < 0:
+            return -avg_fill_price
+        return avg_fill_price
 
     @property
     def target_combos(self) -> int:
@@ -241,10 +266,10 @@ class Ladder:
     ) -> None:
         sid = job.strategy_id
         ref = make_order_ref(sid, self.book.next_intent_seq(sid), None)
-        order = OrderRequest(job.bag, Action.BUY, remaining, limit_price=price, order_ref=ref)
+        order = job.order(remaining, price, ref)
         now = self.clock.now()
         day = sent_today(self.book.store, now)
-        legs = order_legs_frame(sid, job.underlying, job.unit_legs, remaining)
+        legs = order_legs_frame(sid, job.underlying, job.unit_legs, remaining, abs(price))
         caps = check_hard_caps(
             legs,
             order_max_loss=order_max_loss(legs, price * remaining),
@@ -350,7 +375,7 @@ class Ladder:
                     units,
                     exec_units,
                 )
-            avg = state.avg_fill_price
+            avg = job.debit(state.avg_fill_price)
         progress.orders.append(state)
         progress.executions.extend(mine)
         if units:

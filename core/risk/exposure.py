@@ -125,15 +125,24 @@ def delta_by_underlying(legs: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+SHARES_PER_LOT = 100  # stock counts toward the contract caps in lots of one option's delivery
+
+
 def order_size(legs: pl.DataFrame) -> tuple[int, float]:
     """(contracts, notional USD) of an order's legs.
 
-    contracts = sum |quantity|; notional = sum |quantity| * multiplier * strike: the gross
-    underlying amount the legs control. It overstates a spread's risk on purpose: the hard
-    caps are a backstop against runaway size, not a risk model.
+    contracts = sum |quantity|, a multiplier-1 leg (stock) counted in 100-share lots (the
+    option contract that delivers them); notional = sum |quantity| * multiplier * strike
+    (a stock leg's "strike" is its price): the gross underlying amount the legs control. It
+    overstates a spread's risk on purpose: the hard caps are a backstop against runaway
+    size, not a risk model.
     """
+    q = pl.col("quantity").abs()
     row = legs.select(
-        contracts=pl.col("quantity").abs().sum(),
+        contracts=pl.when(pl.col("multiplier") == 1)
+        .then((q + SHARES_PER_LOT - 1) // SHARES_PER_LOT)
+        .otherwise(q)
+        .sum(),
         notional=(
             pl.col("quantity").abs().cast(pl.Float64)
             * pl.col("multiplier").cast(pl.Float64)

@@ -1,4 +1,4 @@
-"""The 12 exit rules as data: name, priority, which strategies, inputs, condition, action.
+"""The 13 exit rules as data: name, priority, which strategies, inputs, condition, action.
 
 Each condition is a polars expression over the engine's evaluation frame (see `engine.py`
 for the derived columns: `iv_change_pct`, `vix_change`, `peak_profit_pct`,
@@ -12,6 +12,7 @@ null only when one of these is).
 
 Thresholds follow the plan's comparison signs exactly ("falls > 3%" is strict, "profit >=
 80%" is not, "profit <= trailing stop" closes at equality); engine and reference alike:
+0.5  delivered_stock  stock_shares != 0 (assignment/exercise delivered it)    CLOSE immediate
 1    catastrophe      move_1h < -drop  OR  iv_change > jump                  CLOSE immediate
 1.3  single_leg_exit  single:     profit >= x OR profit <= -y OR dte <= d   CLOSE normal
 1.4  trailing_stop    peak >= activation AND profit <= ratio * peak          CLOSE normal
@@ -43,6 +44,13 @@ the gamma rule (7) acts only when `dte_roll` is disabled, or at DTE <= `time_exi
 where rolls stop: there, as the table orders them, it outranks the time exit (CLOSE high
 rather than immediate). Delta risk applies to iron condors and verticals only (no limit is
 defined for a single leg).
+
+Delivered stock (0.5) outranks everything: a strategy that holds stock an assignment or
+exercise put into it is no longer the position its rules were written for (a half-assigned
+spread is stock plus the leg that hedged it). It closes whole, the stock first as its own
+order, then the remaining option legs as one combo (`ComboExecutor.execute_exit`). Disable
+the rule (`rules.disabled = ["delivered_stock"]`) to keep delivered stock: exits then close
+the option legs only.
 
 A rule has one action and urgency; row-dependent exceptions are declared as `Variant`s
 (take profit below the target -> REDUCE; roll at or below the must-roll DTE -> high).
@@ -117,6 +125,20 @@ def _regime_name() -> pl.Expr:
 
 
 RULES: tuple[Rule, ...] = (
+    Rule(
+        name="delivered_stock",
+        priority=0.5,
+        summary="stock delivered by assignment or exercise is held: close it and the rest",
+        applies_to=MANAGED,
+        inputs=("stock_shares",),
+        condition=lambda s: c("stock_shares") != 0,
+        action=ExitAction.CLOSE,
+        urgency=Urgency.IMMEDIATE,
+        reason=lambda s: pl.format(
+            "{} shares delivered by assignment or exercise: close them and the option legs left",
+            num_int(c("stock_shares")),
+        ),
+    ),
     Rule(
         name="catastrophe",
         priority=1.0,

@@ -13,6 +13,9 @@ Units and meaning of every column (the rules compare these to `RuleSettings` thr
 - `vix`, `entry_vix`: VIX level now and at entry; "VIX up > 5 points" = vix - entry_vix > 5.
 - `underlying_move_1h_pct`: % change of the underlying from its close one hour ago to its
   latest close (negative = fall). "Falls > 3% in an hour" means this is < -3.
+- `stock_shares`: signed shares of stock assignment or exercise delivered into the
+  strategy (Int64). A snapshot without the column holds none (0): only the cycle's
+  snapshot, built from the book's legs, can know of delivered stock.
 - `regime`: the market regime of the underlying (`regime.py`), null/"unknown" when not known.
 
 `entry_iv`/`entry_vix` are optional here: once recorded they live in `rule_state` (which
@@ -70,8 +73,10 @@ SNAPSHOT_SCHEMA = pl.Schema(
         "vix": pl.Float64(),
         "entry_vix": pl.Float64(),
         "underlying_move_1h_pct": pl.Float64(),
+        "stock_shares": pl.Int64(),
     }
 )
+_ABSENT_MEANS_ZERO = frozenset({"stock_shares"})  # see the module doc
 _STRATEGY_TYPES = [t.value for t in StrategyType]
 _REGIMES = sorted({*KNOWN_REGIMES, Regime.UNKNOWN.value})
 
@@ -107,7 +112,8 @@ def snapshot_exprs(snapshot: pl.DataFrame, *, check_vocabulary: bool = True) -> 
     exprs: list[pl.Expr] = []
     for name, dtype in SNAPSHOT_SCHEMA.items():
         if name not in snapshot.columns:
-            exprs.append(pl.lit(None, dtype=dtype).alias(name))
+            absent = 0 if name in _ABSENT_MEANS_ZERO else None
+            exprs.append(pl.lit(absent, dtype=dtype).alias(name))
             continue
         have = snapshot.schema[name]
         if not _castable(have, dtype):

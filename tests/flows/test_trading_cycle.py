@@ -391,3 +391,51 @@ async def test_pause_on_trip_automation_is_installed_once() -> None:
     auto = found[0]
     assert auto.trigger.expect == {TRIP_EVENT}  # type: ignore[union-attr]
     assert [type(a).__name__ for a in auto.actions] == ["PauseDeployment"]
+
+
+# -- assignment ------------------------------------------------------------------------------
+
+
+async def test_assigned_stock_is_closed_by_the_next_cycle(world: World) -> None:
+    """IB assigns a short leg of an open iron condor: positions change, no execution. The
+    next cycle books the assignment (the stock goes into the strategy), then the
+    `delivered_stock` rule closes the strategy: the stock as its own order, then the three
+    option legs left as one combo. The account ends flat, the book agrees."""
+    sid = await world.open_position()
+    legs_before = {p.contract.con_id for p in world.exchange.positions()}
+    world.exchange.faults.assign_next = True
+    world.later()
+    world.exchange.on_clock()  # what the gateway does on its next tick
+    held = {p.contract.sec_type.value: p for p in world.exchange.positions()}
+    assert "STK" in held and len(world.exchange.positions()) == 4  # stock + 3 options
+
+    state = await world.run(
+        rules={"stop_loss_pct": 999.0}, limits={"max_new_strategies_per_day": 1}
+    )  # the day's one entry is the condor: nothing new opens beside the exit
+    assert state.is_completed(), (state.name, state.message)
+    breaks = world.store().read("reconciliation_breaks").collect()
+    assert breaks.get_column("kind").to_list() == ["assignment"]
+    decisions = world.store().read("decisions").collect()
+    row = decisions.row(0, named=True)
+    assert (row["strategy_id"], row["rule"], row["action"]) == (sid, "delivered_stock", "CLOSE")
+    closes = world.intents().filter(pl.col("purpose") == "close")
+    assert closes.height == 2  # one stock order, one combo for the options
+    stock_orders = [o for o in world.orders() if o.contract.sec_type.value == "STK"]
+    assert len(stock_orders) == 1 and stock_orders[0].order_ref.startswith("v6:")
+    assert stock_orders[0].action.value == ("SELL" if held["STK"].quantity > 0 else "BUY")
+    assert world.exchange.positions() == []
+    strategy = world.store().read("strategies").collect().row(0, named=True)
+    assert strategy["status"] == "CLOSED"
+    legs = world.store().read("legs").collect()
+    assert set(legs.get_column("con_id")) == legs_before | {held["STK"].contract.con_id}
+
+
+async def test_delivered_stock_is_kept_when_its_rule_is_disabled(world: World) -> None:
+    await world.open_position()
+    world.exchange.faults.assign_next = True
+    world.later()
+    world.exchange.on_clock()
+    state = await world.run(rules={"disabled": ["delivered_stock"], "stop_loss_pct": 999.0})
+    assert state.is_completed(), (state.name, state.message)
+    assert not [o for o in world.orders() if o.contract.sec_type.value == "STK"]
+    assert "STK" in {p.contract.sec_type.value for p in world.exchange.positions()}

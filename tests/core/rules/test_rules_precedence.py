@@ -15,6 +15,9 @@ from core.rules import RULE_NAMES, RULES, evaluate
 # (winner, loser, overrides, prior state kwargs): both rules fire; the winner must decide,
 # and with the winner disabled the loser must.
 PAIRS: list[tuple[str, str, dict[str, Any], dict[str, Any] | None]] = [
+    ("delivered_stock", "catastrophe", {"stock_shares": 100, "underlying_move_1h_pct": -5.0},
+     None),
+    ("delivered_stock", "time_exit", {"stock_shares": -100, "dte": 0}, None),
     ("catastrophe", "single_leg_exit",
      {"strategy_type": "single", "underlying_move_1h_pct": -5.0, "profit_pct": 85.0}, None),
     ("single_leg_exit", "trailing_stop",
@@ -71,7 +74,7 @@ def test_single_leg_is_closed_not_rolled() -> None:
 def test_rules_are_in_priority_order() -> None:
     priorities = [r.priority for r in RULES]
     assert priorities == sorted(priorities)
-    assert priorities == [1.0, 1.3, 1.4, 1.5, 2.0, 3.0, 4.0, 5.0, 5.5, 6.0, 7.0, 8.0]
+    assert priorities == [0.5, 1.0, 1.3, 1.4, 1.5, 2.0, 3.0, 4.0, 5.0, 5.5, 6.0, 7.0, 8.0]
 
 
 # -- NO_DATA ----------------------------------------------------------------------------------
@@ -219,3 +222,12 @@ def test_evaluate_rejects_unknown_strategy_types_and_regimes() -> None:
         evaluate(snapshot({"strategy_type": "strangle"}), RuleSettings(), None, NOW)
     with pytest.raises(ValueError, match=r"regime values \['calm'\]"):
         evaluate(snapshot({"regime": "calm"}), RuleSettings(), None, NOW)
+
+
+def test_delivered_stock_closes_even_with_every_greek_missing() -> None:
+    """A half-assigned spread is stock plus an option whose quotes may be gone: the stock
+    alone decides, so missing option data never keeps delivered stock in the account."""
+    d = decide(stock_shares=100, profit_pct=None, net_delta=None, net_gamma=None, iv=None)
+    assert (d["rule"], d["action"], d["urgency"]) == ("delivered_stock", "CLOSE", "immediate")
+    assert "100 shares" in d["reason"]
+    assert decide(stock_shares=0)["action"] == "HOLD"

@@ -53,8 +53,13 @@ def random_book(n: int, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
             "vix": _values(rng, n, [35.0], 10, 45),
             "entry_vix": _values(rng, n, [25.0, 30.0], 10, 35),
             "underlying_move_1h_pct": _values(rng, n, [-3.0], -6, 3),
+            # mostly none; some delivered stock (assignment/exercise), a few unknown
+            "stock_shares": [
+                None if r < 0.02 else 0 if r > 0.06 else int(rng.choice([-100, 100, 200]))
+                for r in rng.random(n)
+            ],
         },
-        schema_overrides={"dte": pl.Int64, "regime": pl.String},
+        schema_overrides={"dte": pl.Int64, "regime": pl.String, "stock_shares": pl.Int64},
         strict=False,
     )
     # A third of the book is calm except for DTE and gamma, so the late rules (roll, gamma,
