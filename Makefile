@@ -31,6 +31,9 @@ typecheck: setup
 	$(BIN)/mypy core
 
 # pytest exits 5 when it collected nothing: a suite that ran no test is not a pass.
+# Two workers (one per core on the 2-core target machine), one test file per worker at a
+# time: much of the suite waits on sockets, subprocesses and Prefect's API, not the CPU.
+PYTEST_ARGS ?= -n auto --dist loadfile
 pytest: setup
 	@$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose" >&2; exit 1; fi; \
