@@ -297,6 +297,7 @@ def evaluate_loop(
         for key in ("pin_distance_pct", "dividend_cushion", "dividend_days", "put_extrinsic"):
             x[key] = _exposure(x.get(key, math.inf))
         x["market_seconds"] = market_seconds
+        x.setdefault("stock_shares", 0)  # absent: none delivered (as `inputs.py` reads it)
         x["iv"], x["vix"] = _pos(x.get("iv")), _pos(x.get("vix"))
         x["entry_iv"] = _pos(mem.get("entry_iv")) or _pos(x.get("entry_iv"))
         x["entry_vix"] = _pos(mem.get("entry_vix")) or _pos(x.get("entry_vix"))
