@@ -9,6 +9,8 @@ from datetime import UTC, date, datetime
 import polars as pl
 import pytest
 
+from core.config import Settings
+from core.cycle.market import BARS_SCHEMA, DIVIDEND_SCHEMA, market_context
 from core.cycle.snapshot import exposures, strategy_snapshot
 
 NOW = datetime(2026, 3, 20, 19, 0, tzinfo=UTC)  # Friday 15:00 New York
@@ -117,3 +119,18 @@ def test_the_snapshot_carries_the_exposures_to_the_rules() -> None:
     snap = strategy_snapshot(book, ctx, NOW).row(0, named=True)
     assert snap["pin_distance_pct"] == pytest.approx(0.2)
     assert snap["put_extrinsic"] == math.inf and snap["dividend_cushion"] == math.inf
+
+
+def test_market_context_carries_dividends_and_unknown_stays_null() -> None:
+    iv = pl.DataFrame(
+        schema={"underlying": pl.String, "iv_percentile": pl.Float64, "iv_rank": pl.Float64,
+                "reason": pl.String}
+    )  # fmt: skip
+    divs = pl.DataFrame([("SPY", date(2026, 3, 20), 1.7)], schema=DIVIDEND_SCHEMA, orient="row")
+    ctx = market_context(
+        ["SPY", "QQQ"], pl.DataFrame(schema=BARS_SCHEMA), {"SPY": 500.0, "QQQ": 400.0},
+        18.0, iv, Settings(), NOW, divs,
+    )  # fmt: skip
+    rows = {r["symbol"]: r for r in ctx.iter_rows(named=True)}
+    assert (rows["SPY"]["dividend_ex_date"], rows["SPY"]["dividend_amount"]) == (TODAY, 1.7)
+    assert rows["QQQ"]["dividend_amount"] is None  # not asked / no answer: unknown
