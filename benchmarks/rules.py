@@ -40,7 +40,7 @@ from core.domain.strategies import StrategyType
 from core.domain.timezones import UTC_US
 from core.rules import evaluate
 
-NOW = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
+NOW = datetime(2026, 3, 2, 20, 0, tzinfo=UTC)  # 15:00 New York: the pin-risk rule is live
 TYPES = [t.value for t in StrategyType]
 TYPE_SHARE = {"iron_condor": 0.35, "bull_put_spread": 0.2, "bear_call_spread": 0.2,
               "vertical": 0.05, "single": 0.15, "external": 0.05}  # fmt: skip
@@ -111,6 +111,11 @@ def make_snapshot(n: int, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
             "vix": vix,
             "entry_vix": entry_vix,
             "underlying_move_1h_pct": col([-3.0], -6.0, 3.0, rng.normal(0.0, 0.5, n)),
+            # exposures: a typical strategy has none (+inf); edge rows sit at the thresholds
+            "pin_distance_pct": col([1.0], 0.0, 3.0, np.full(n, np.inf)),
+            "dividend_cushion": col([0.0], -0.5, 0.5, np.full(n, np.inf)),
+            "dividend_days": col([5.0], 1.0, 10.0, np.full(n, np.inf)),
+            "put_extrinsic": col([0.05], 0.0, 0.5, np.full(n, np.inf)),
         },
         strict=False,
     ).with_columns(pl.col("dte").fill_nan(None))
@@ -178,11 +183,11 @@ def main() -> None:
     log(f"{args.n:,} strategies, {state.height:,} with remembered state")
 
     decided = evaluate(snap, settings, state, NOW)  # the compared results; also the warm-up
-    looped = evaluate_loop(rows, settings, mem)
+    looped = evaluate_loop(rows, settings, mem, now=NOW)
     best = interleaved(
         {
             "vectorised": (lambda: evaluate(snap, settings, state, NOW), 5),
-            "loop": (lambda: evaluate_loop(rows, settings, mem), 1),
+            "loop": (lambda: evaluate_loop(rows, settings, mem, now=NOW), 1),
         },
         args.repeat,
     )

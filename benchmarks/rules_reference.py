@@ -1,4 +1,4 @@
-"""The same 13 rules as a per-strategy Python loop: the way most trading bots write them.
+"""The same 15 rules as a per-strategy Python loop: the way most trading bots write them.
 
 Lives in benchmarks/, not core: production never runs it. It is the oracle the vectorised
 engine is tested against (same decisions on random snapshots, nulls included) and the
@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 import polars as pl
 
 from core.config import RuleSettings
 from core.domain.strategies import StrategyType
+from core.domain.timezones import MARKET_TZ
 from core.rules.definitions import RULES, check_disabled
 from core.rules.targets import profit_target
 from core.rules.vocab import MANAGED, MULTI_LEG, ExitAction, Urgency
@@ -164,6 +166,29 @@ def _delivered_stock(x: dict[str, Any], s: RuleSettings) -> Check:
     return fired, ExitAction.CLOSE, Urgency.IMMEDIATE
 
 
+def _pin_risk(x: dict[str, Any], s: RuleSettings) -> Check:
+    t = s.pin_risk_from
+    fired = _all(
+        _le(x["pin_distance_pct"], s.pin_risk_distance_pct),
+        x["market_seconds"] >= t.hour * 3600 + t.minute * 60 + t.second,
+    )
+    return fired, ExitAction.CLOSE, Urgency.IMMEDIATE
+
+
+def _early_assignment(x: dict[str, Any], s: RuleSettings) -> Check:
+    call = _all(_lt(x["dividend_cushion"], 0.0), _le(x["dividend_days"], s.dividend_window_days))
+    put = _all(_lt(x["put_extrinsic"], s.put_extrinsic_floor), _le(x["dte"], s.put_assignment_dte))
+    return _any(call, put), ExitAction.CLOSE, Urgency.HIGH
+
+
+def _exposure(v: Any) -> float | None:
+    """An exposure column: +inf is "nothing exposed" and compares; NaN and -inf are unknown."""
+    if v is None:
+        return None
+    v = float(v)
+    return v if math.isfinite(v) or v == math.inf else None
+
+
 def _time_exit(x: dict[str, Any], s: RuleSettings) -> Check:
     return _le(x["dte"], s.time_exit_dte), ExitAction.CLOSE, Urgency.IMMEDIATE
 
@@ -171,6 +196,10 @@ def _time_exit(x: dict[str, Any], s: RuleSettings) -> Check:
 # Reason text, formatted only for the rule that decided (as the engine does).
 _DESCRIBE: dict[str, Describe] = {
     "delivered_stock": lambda x, s: f"{x.get('stock_shares')} shares delivered",
+    "pin_risk": lambda x, s: f"short strike {x['pin_distance_pct']}% from the underlying",
+    "early_assignment": lambda x, s: (
+        f"call cushion {x['dividend_cushion']}, put extrinsic {x['put_extrinsic']}"
+    ),
     "catastrophe": lambda x, s: (
         f"underlying {x['underlying_move_1h_pct']}% in 1h, IV {x['iv_change_pct']}% vs entry"
     ),
@@ -188,6 +217,8 @@ _DESCRIBE: dict[str, Describe] = {
 }
 _IMPL: dict[str, tuple[frozenset[str], CheckFn]] = {
     "delivered_stock": (MANAGED, _delivered_stock),
+    "pin_risk": (MANAGED, _pin_risk),
+    "early_assignment": (MANAGED, _early_assignment),
     "catastrophe": (MANAGED, _catastrophe),
     "single_leg_exit": (frozenset({StrategyType.SINGLE.value}), _single_leg),
     "trailing_stop": (MANAGED, _trailing),
@@ -204,6 +235,8 @@ _IMPL: dict[str, tuple[frozenset[str], CheckFn]] = {
 # What each rule reads: a rule is clear only when it is False with all of these present.
 _INPUTS: dict[str, tuple[str, ...]] = {
     "delivered_stock": ("stock_shares",),
+    "pin_risk": ("pin_distance_pct",),
+    "early_assignment": ("dividend_cushion", "dividend_days", "put_extrinsic", "dte"),
     "catastrophe": ("underlying_move_1h_pct", "iv", "entry_iv"),
     "single_leg_exit": ("profit_pct", "dte"),
     "trailing_stop": ("profit_pct",),
@@ -229,13 +262,16 @@ def evaluate_loop(
     rows: Iterable[Mapping[str, Any]],
     settings: RuleSettings,
     state: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    now: datetime,
 ) -> list[dict[str, Any]]:
     """Decide each strategy in turn and build its audit record, as the engine does.
 
     `rows` are snapshot dicts (columns as in `inputs.SNAPSHOT_SCHEMA`); `state` maps
-    strategy_id to its remembered values. Returns one dict per strategy with the decision
-    (action, urgency, rule, priority, reason, missing_inputs, suppressed_rules,
-    disabled_rules), the effective inputs and derived values, and the new peak / reduced.
+    strategy_id to its remembered values; `now` is the evaluation time (pin risk's clock).
+    Returns one dict per strategy with the decision (action, urgency, rule, priority,
+    reason, missing_inputs, suppressed_rules, disabled_rules), the effective inputs and
+    derived values, and the new peak / reduced.
     """
     disabled = set(check_disabled(settings))
     active = [(name, *_IMPL[name]) for name in _ORDER if name not in disabled]
@@ -249,6 +285,8 @@ def evaluate_loop(
     }
     time_exit_on = "time_exit" not in disabled
     state = state or {}
+    local = now.astimezone(MARKET_TZ)
+    market_seconds = local.hour * 3600 + local.minute * 60 + local.second
     out: list[dict[str, Any]] = []
     for row in rows:
         mem = state.get(row["strategy_id"], {})
@@ -256,6 +294,10 @@ def evaluate_loop(
         for key in ("profit_pct", "net_delta", "net_gamma", "iv_percentile"):
             x[key] = _num(x.get(key))
         x["underlying_move_1h_pct"] = _num(x.get("underlying_move_1h_pct"))
+        for key in ("pin_distance_pct", "dividend_cushion", "dividend_days", "put_extrinsic"):
+            x[key] = _exposure(x.get(key, math.inf))
+        x["market_seconds"] = market_seconds
+        x.setdefault("stock_shares", 0)  # absent: none delivered (as `inputs.py` reads it)
         x["iv"], x["vix"] = _pos(x.get("iv")), _pos(x.get("vix"))
         x["entry_iv"] = _pos(mem.get("entry_iv")) or _pos(x.get("entry_iv"))
         x["entry_vix"] = _pos(mem.get("entry_vix")) or _pos(x.get("entry_vix"))

@@ -355,7 +355,7 @@ class StrategySettings(_Section):
 
 
 class RuleSettings(_Section):
-    """Thresholds of the 13 exit rules; percentages are of the entry credit (debit for longs)."""
+    """Thresholds of the 15 exit rules; percentages are of the entry credit (debit for longs)."""
 
     disabled: list[str] = Field(default_factory=list, description="rule names to switch off")
     catastrophe_drop_pct: float = Field(
@@ -391,6 +391,21 @@ class RuleSettings(_Section):
     gamma_limit: float = Field(0.10, gt=0, le=10)
     gamma_max_dte: int = Field(14, ge=0, le=MAX_DTE)
     time_exit_dte: int = Field(1, ge=0, le=MAX_DTE)
+    pin_risk_distance_pct: float = Field(
+        1.0, ge=0, le=20, description="expiry day: a short strike this close to the underlying, %"
+    )
+    pin_risk_from: time = Field(
+        time(15, 0), description="expiry day: close pinned short legs from this market time"
+    )
+    dividend_window_days: int = Field(
+        5, ge=0, le=30, description="days before an ex-date when a short call is at risk"
+    )
+    put_extrinsic_floor: float = Field(
+        0.05, ge=0, le=50, description="short ITM put extrinsic below this is at risk, $/share"
+    )
+    put_assignment_dte: int = Field(
+        5, ge=0, le=MAX_DTE, description="DTE at or below which the put floor applies"
+    )
     profit_target_pct: dict[str, ProfitPct] = Field(
         {
             "crash": 40.0,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,7 +12,8 @@ from core.config import RuleSettings
 from core.domain.timezones import UTC_US
 from core.rules import SNAPSHOT_SCHEMA, evaluate
 
-NOW = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
+NOW = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)  # 10:00 New York
+PIN_TIME = datetime(2026, 3, 2, 20, 0, tzinfo=UTC)  # 15:00 New York: pin risk's default start
 
 # An iron condor where every rule is clear: 10% profit, 40 DTE, flat greeks, calm market.
 QUIET: dict[str, Any] = {
@@ -30,6 +32,11 @@ QUIET: dict[str, Any] = {
     "entry_vix": 18.0,
     "underlying_move_1h_pct": 0.0,
     "stock_shares": 0,
+    # nothing exposed to pin risk or early assignment
+    "pin_distance_pct": math.inf,
+    "dividend_cushion": math.inf,
+    "dividend_days": math.inf,
+    "put_extrinsic": math.inf,
 }
 
 
@@ -68,9 +75,13 @@ def state(
 
 
 def decide(
-    settings: RuleSettings | None = None, prior: pl.DataFrame | None = None, **overrides: Any
+    settings: RuleSettings | None = None,
+    prior: pl.DataFrame | None = None,
+    *,
+    now: datetime = NOW,
+    **overrides: Any,
 ) -> dict[str, Any]:
-    """Evaluate one strategy (QUIET with `overrides`) and return its decision row."""
-    out = evaluate(snapshot(overrides), settings or RuleSettings(), prior, NOW)
+    """Evaluate one strategy (QUIET with `overrides`) at `now` and return its decision row."""
+    out = evaluate(snapshot(overrides), settings or RuleSettings(), prior, now)
     assert out.height == 1
     return out.row(0, named=True)

@@ -16,6 +16,7 @@ from core.domain import (
     AccountSummary,
     Bar,
     Contract,
+    Dividends,
     Execution,
     OptionChain,
     OrderRequest,
@@ -87,6 +88,10 @@ class Broker(Protocol):
 
     async def quotes(self, contracts: Sequence[Contract]) -> list[Quote]:
         """Snapshot quotes (with greeks for options), in the order asked; NaN where unknown."""
+        ...
+
+    async def dividends(self, contract: Contract) -> Dividends:
+        """The stock's dividends (IB generic tick 456). DATA error when none arrive."""
         ...
 
     async def historical_bars(

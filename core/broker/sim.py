@@ -24,6 +24,7 @@ from core.domain import (
     AccountSummary,
     Bar,
     Contract,
+    Dividends,
     Execution,
     OptionChain,
     OrderRequest,
@@ -200,6 +201,13 @@ class SimBroker:
             return self.exchange.cancel_order(order_id)
         except SimExchangeError as exc:
             raise BrokerError(str(exc), ErrorClass.REJECTION, code=exc.code) from exc
+
+    async def dividends(self, contract: Contract) -> Dividends:
+        self._ready()
+        got = self.exchange.dividends(contract)
+        if got is None:
+            raise BrokerError(f"no dividend data for {contract}", ErrorClass.DATA)
+        return got
 
     async def what_if(self, order: OrderRequest) -> float:
         self._ready()

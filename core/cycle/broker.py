@@ -30,6 +30,7 @@ from core.domain import (
     AccountSummary,
     Bar,
     Contract,
+    Dividends,
     Execution,
     OptionChain,
     OrderRequest,
@@ -214,6 +215,9 @@ class CycleBroker:
 
     async def what_if(self, order: OrderRequest) -> float:
         return await self._call(self.inner.what_if(order))
+
+    async def dividends(self, contract: Contract) -> Dividends:
+        return await self._call(self.inner.dividends(contract))
 
 
 __all__ = ["CycleBroker", "cycle_registry"]

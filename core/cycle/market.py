@@ -16,6 +16,11 @@ the previous session if need be: an opening gap is a move, and it is exactly the
 catastrophe rule exists for. The latest price is the live quote.
 
 The regime detector's VIX input is the live volatility-index quote (its freshest value).
+
+Dividends (the early-assignment rule's next ex-date and amount) are asked only for the
+underlyings on which the book holds a short call, one request each (IB generic tick 456);
+an underlying the broker has no dividend answer for stays unknown (null), which the rule
+reports for the short calls it cannot judge rather than assuming no dividend.
 """
 
 from __future__ import annotations
@@ -75,7 +80,12 @@ CONTEXT_SCHEMA = pl.Schema(
         "iv_rank": pl.Float64(),
         "iv_reason": pl.String(),
         "vix": pl.Float64(),
+        "dividend_ex_date": pl.Date(),
+        "dividend_amount": pl.Float64(),
     }
+)
+DIVIDEND_SCHEMA = pl.Schema(
+    {"symbol": pl.String(), "dividend_ex_date": pl.Date(), "dividend_amount": pl.Float64()}
 )
 
 
@@ -207,10 +217,12 @@ def market_context(
     iv: pl.DataFrame,
     settings: Settings,
     now: datetime,
+    dividends: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """`CONTEXT_SCHEMA`: one row per symbol (pure; see the module doc for each column).
 
     `iv`: `iv_history.iv_stats` rows (underlying, iv_percentile, iv_rank, reason).
+    `dividends`: `DIVIDEND_SCHEMA` rows; a symbol without one has its dividend unknown.
     """
     closes = daily_closes(bars) if bars.height else bars.select("symbol", "ts", "close")
     vix_frame = pl.DataFrame(
@@ -236,6 +248,11 @@ def market_context(
         base.join(regimes, on="symbol", how="left")
         .join(moves, on="symbol", how="left")
         .join(ivs, on="symbol", how="left")
+        .join(
+            dividends if dividends is not None else pl.DataFrame(schema=DIVIDEND_SCHEMA),
+            on="symbol",
+            how="left",
+        )
         .with_columns(pl.lit(vix if math.isfinite(vix) else None, dtype=pl.Float64).alias("vix"))
         .select(list(CONTEXT_SCHEMA))
         .cast(CONTEXT_SCHEMA)
@@ -297,6 +314,34 @@ def bars_duration(settings: Settings) -> timedelta:
     """Calendar days of intraday bars that cover the regime and correlation lookbacks."""
     sessions = max(settings.rules.regime_lookback_bars, settings.limits.correlation_lookback_days)
     return timedelta(days=math.ceil((sessions + 1) * 7 / 5) + 6)
+
+
+async def load_dividends(broker: Broker, symbols: Sequence[str]) -> pl.DataFrame:
+    """`DIVIDEND_SCHEMA` rows for `symbols`: the next ex-date and amount (0.0 and no date
+    when none is expected). A symbol the broker has no answer for (DATA) is left out:
+    unknown. Connectivity errors raise (the step is retried)."""
+    rows: list[tuple[str, date | None, float | None]] = []
+    for s in symbols:
+        try:
+            got = await broker.dividends(Contract.stock(s))
+        except BrokerError as exc:
+            if exc.kind is not ErrorClass.DATA:
+                raise
+            log.warning("no dividend data for %s: %s", s, exc)
+            continue
+        ex, amount = got.next_known()
+        if amount is None:
+            log.warning("dividends of %s cannot be told from %s", s, got)
+            continue
+        rows.append((s, ex, amount))
+    return pl.DataFrame(rows, schema=DIVIDEND_SCHEMA, orient="row")
+
+
+def short_call_underlyings(legs: pl.DataFrame) -> list[str]:
+    """Underlyings on which the book holds a short call (what dividends are asked for)."""
+    c = pl.col
+    short_call = (c("sec_type") == "OPT") & (c("right") == "C") & (c("quantity") < 0)
+    return sorted(legs.filter(short_call).get_column("underlying").drop_nulls().unique())
 
 
 def _spot(q: Quote) -> float:
@@ -362,7 +407,8 @@ async def load_market(
         .fill_null(math.nan)
         .name.keep()
     )
-    context = market_context(symbols, bars, spots, vix, iv, settings, now)
+    dividends = await load_dividends(broker, short_call_underlyings(legs))
+    context = market_context(symbols, bars, spots, vix, iv, settings, now, dividends)
     return MarketView(
         as_of=now.astimezone(UTC),
         legs=legs_q,
@@ -376,14 +422,17 @@ async def load_market(
 __all__ = [
     "BAR_SIZE",
     "CONTEXT_SCHEMA",
+    "DIVIDEND_SCHEMA",
     "QUOTE_SCHEMA",
     "MarketView",
     "bars_duration",
     "ensure_iv_history",
     "held_legs",
     "iv_context",
+    "load_dividends",
     "load_market",
     "market_context",
     "one_hour_moves",
     "quotes_frame",
+    "short_call_underlyings",
 ]

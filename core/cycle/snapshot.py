@@ -10,6 +10,13 @@ One vectorised pass over the legs (polars group-by), per strategy and per ONE un
   legs when none is short: the vol the position is selling.
 - `dte`: the nearest option expiry, in market days from today (New York date).
 - context (regime, 1-hour move, IV percentile, VIX) joined on the underlying.
+- exposures to assignment (`rules.inputs` defines them), per option leg then the smallest
+  per strategy, from the underlying's spot and next dividend (context) and the leg's mid:
+  pin distance of the short legs expiring today; extrinsic value (mid - intrinsic) of the
+  short ITM puts; of the short ITM calls whose expiry is on or after the next ex-date, the
+  extrinsic less the dividend and the days to that ex-date. A leg that is not exposed counts
+  +inf; one whose exposure cannot be told (no spot, no mid, no dividend known) makes the
+  strategy's number null.
 A leg without a mid (or a greek) makes that strategy's number null, never a partial sum,
 so the rules report NO_DATA instead of deciding on half a position.
 
@@ -111,10 +118,74 @@ def strategy_snapshot(legs: pl.DataFrame, context: pl.DataFrame, now: datetime) 
         "iv_percentile",
         "vix",
     )
-    out = snap.join(ctx, on="underlying", how="left").with_columns(
-        c("iv").alias("entry_iv"), c("vix").alias("entry_vix")
+    out = (
+        snap.join(ctx, on="underlying", how="left")
+        .join(exposures(legs, context, today), on="strategy_id", how="left")
+        .with_columns(c("iv").alias("entry_iv"), c("vix").alias("entry_vix"))
     )
     return out.select(list(_SCHEMA)).cast(_SCHEMA)
+
+
+INF = math.inf
+_EXPOSURE_LEG_COLUMNS = ("strategy_id", "underlying", "sec_type", "ratio", "right", "strike",
+                         "expiry", "mid")  # fmt: skip
+
+
+def _smallest(value: pl.Expr) -> pl.Expr:
+    """Per strategy: the smallest leg value (+inf when no leg is exposed); null when any
+    leg's value is unknown (a known-safe leg cannot vouch for an unknown one)."""
+    return pl.when(value.null_count() == 0).then(value.min().fill_null(INF))
+
+
+def exposures(legs: pl.DataFrame, context: pl.DataFrame, today: date) -> pl.DataFrame:
+    """Per strategy: pin_distance_pct, dividend_cushion, dividend_days, put_extrinsic (see
+    the module doc). `context` may lack the dividend columns (then no dividend is known)."""
+    div_cols = [name for name in ("dividend_ex_date", "dividend_amount") if name in context.columns]
+    ctx = context.select(
+        c("symbol").alias("underlying"),
+        pl.when(c("spot").is_finite() & (c("spot") > 0)).then(c("spot")).alias("_spot"),
+        *div_cols,
+    )
+    for name, dtype in (("dividend_ex_date", pl.Date), ("dividend_amount", pl.Float64)):
+        if name not in ctx.columns:
+            ctx = ctx.with_columns(pl.lit(None, dtype=dtype).alias(name))
+    spot, strike = c("_spot"), c("strike")
+    mid = pl.when(c("mid").is_finite() & (c("mid") >= 0)).then(c("mid"))
+    short = (c("sec_type") == "OPT") & (c("ratio") < 0)
+    call, put = short & (c("right") == "C"), short & (c("right") == "P")
+    ex, amount = c("dividend_ex_date"), c("dividend_amount")
+    # the next dividend cannot reach this call: none, already ex, or ex after its expiry
+    no_dividend = (amount == 0) | (ex <= pl.lit(today)) | (ex > c("expiry"))
+    call_safe = no_dividend.fill_null(False) | (spot <= strike).fill_null(False)
+    call_cushion = (
+        pl.when(~call | call_safe).then(INF).otherwise((mid - (spot - strike) - amount).round(9))
+    )
+    call_days = (
+        pl.when(~call | call_safe)
+        .then(INF)
+        .otherwise((ex - pl.lit(today)).dt.total_days().cast(pl.Float64))
+    )
+    put_extrinsic = (
+        pl.when(~put | (spot >= strike).fill_null(False))
+        .then(INF)
+        .otherwise((mid - (strike - spot)).round(9))
+    )
+    pin = (
+        pl.when(~short | (c("expiry") != pl.lit(today)).fill_null(False))
+        .then(INF)
+        .otherwise(((strike / spot - 1.0).abs() * 100.0).round(9))
+    )
+    return (
+        legs.select(_EXPOSURE_LEG_COLUMNS)
+        .join(ctx, on="underlying", how="left")
+        .group_by("strategy_id", maintain_order=True)
+        .agg(
+            _smallest(pin).alias("pin_distance_pct"),
+            _smallest(call_cushion).alias("dividend_cushion"),
+            _smallest(call_days).alias("dividend_days"),
+            _smallest(put_extrinsic).alias("put_extrinsic"),
+        )
+    )
 
 
 _SCHEMA = pl.Schema(
@@ -134,6 +205,10 @@ _SCHEMA = pl.Schema(
         "entry_vix": pl.Float64(),
         "underlying_move_1h_pct": pl.Float64(),
         "stock_shares": pl.Int64(),
+        "pin_distance_pct": pl.Float64(),
+        "dividend_cushion": pl.Float64(),
+        "dividend_days": pl.Float64(),
+        "put_extrinsic": pl.Float64(),
         "units": pl.Int64(),
         "managed": pl.Boolean(),
         "book_type": pl.String(),
@@ -163,4 +238,4 @@ def entry_values(cand: Candidate, vix: float) -> dict[str, object]:
 
 SNAPSHOT_EXTRA = ("units", "managed", "book_type", "entry_usd", "value_usd")
 
-__all__ = ["SNAPSHOT_EXTRA", "entry_values", "rules_type", "strategy_snapshot"]
+__all__ = ["SNAPSHOT_EXTRA", "entry_values", "exposures", "rules_type", "strategy_snapshot"]

@@ -1,7 +1,7 @@
 """Small immutable domain types shared by every layer: contracts, orders, fills, quotes."""
 
 from core.domain.contracts import ComboLeg, Contract, OptionChain, Right, SecType
-from core.domain.market import AccountSummary, Bar, Quote
+from core.domain.market import AccountSummary, Bar, Dividends, Quote
 from core.domain.orders import (
     Action,
     Execution,
@@ -18,6 +18,7 @@ __all__ = [
     "Bar",
     "ComboLeg",
     "Contract",
+    "Dividends",
     "Execution",
     "OptionChain",
     "OrderRequest",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 from core.domain.contracts import Contract
 
@@ -75,3 +75,26 @@ class AccountSummary:
     realized_pnl: float = 0.0
     unrealized_pnl: float = 0.0
     currency: str = "USD"
+
+
+@dataclass(frozen=True, slots=True)
+class Dividends:
+    """An underlying's dividends as IB reports them (generic tick 456, tick type 59).
+
+    Amounts are $ per share; None where IB sent nothing. `next_date` is the next ex-date.
+    A known `next_12_months` of 0 with no `next_date` means no dividend is expected.
+    """
+
+    past_12_months: float | None
+    next_12_months: float | None
+    next_date: date | None
+    next_amount: float | None
+
+    def next_known(self) -> tuple[date | None, float | None]:
+        """(ex-date, amount) of the next dividend; (None, 0.0) when none is expected;
+        (None, None) when that cannot be told."""
+        if self.next_date is not None and self.next_amount is not None:
+            return self.next_date, self.next_amount
+        if self.next_date is None and self.next_12_months == 0:
+            return None, 0.0
+        return None, None

@@ -1,8 +1,9 @@
-"""The 13 exit rules as data: name, priority, which strategies, inputs, condition, action.
+"""The 15 exit rules as data: name, priority, which strategies, inputs, condition, action.
 
 Each condition is a polars expression over the engine's evaluation frame (see `engine.py`
 for the derived columns: `iv_change_pct`, `vix_change`, `peak_profit_pct`,
-`profit_target_pct`, `reduced`). Conditions use polars' three-valued (Kleene) logic: a
+`profit_target_pct`, `reduced`, and `market_seconds`, the evaluation time as seconds since
+midnight New York). Conditions use polars' three-valued (Kleene) logic: a
 comparison with a null input is null and `True | null` is True, so a rule fires when the
 inputs it has already prove it (VIX 40 fires the VIX exit even if entry VIX is unknown).
 A rule is clear only when its condition is False and every column in `inputs` is present;
@@ -13,6 +14,11 @@ null only when one of these is).
 Thresholds follow the plan's comparison signs exactly ("falls > 3%" is strict, "profit >=
 80%" is not, "profit <= trailing stop" closes at equality); engine and reference alike:
 0.5  delivered_stock  stock_shares != 0 (assignment/exercise delivered it)    CLOSE immediate
+0.7  pin_risk         short leg expiring today: distance <= pin%  AND         CLOSE immediate
+                      market time >= pin_risk_from
+0.8  early_assignment short ITM call: extrinsic - dividend < 0 AND days to    CLOSE high
+                      ex-date <= window;  OR short ITM put: extrinsic < floor
+                      AND dte <= put_assignment_dte
 1    catastrophe      move_1h < -drop  OR  iv_change > jump                  CLOSE immediate
 1.3  single_leg_exit  single:     profit >= x OR profit <= -y OR dte <= d   CLOSE normal
 1.4  trailing_stop    peak >= activation AND profit <= ratio * peak          CLOSE normal
@@ -52,6 +58,17 @@ order, then the remaining option legs as one combo (`ComboExecutor.execute_exit`
 the rule (`rules.disabled = ["delivered_stock"]`) to keep delivered stock: exits then close
 the option legs only.
 
+Pin risk (0.7) and early assignment (0.8) close what an assignment would otherwise turn into
+stock. On expiry day a short strike near the underlying may or may not be exercised after
+the close (exercise by exception, late news, the holder's own choice), so the position is
+closed from `pin_risk_from` (before the 15:30 ET cut-off V6 keeps for itself) rather than
+left to guesswork. Early assignment is rational for the holder of an ITM call whose
+extrinsic value is worth less than the dividend it would collect by exercising on the eve
+of the ex-date, and of a deep ITM put whose extrinsic value is nearly gone. Both outrank
+everything but delivered stock: a take profit that REDUCEs half, or a roll, would leave the
+exposed leg in place. Each reads only its own exposure columns (+inf = nothing exposed, see
+`inputs.py`) and DTE, so a strategy with nothing exposed never waits on them.
+
 A rule has one action and urgency; row-dependent exceptions are declared as `Variant`s
 (take profit below the target -> REDUCE; roll at or below the must-roll DTE -> high).
 """
@@ -60,6 +77,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import time
 
 import polars as pl
 
@@ -112,6 +130,14 @@ def _trail_floor(s: RuleSettings) -> pl.Expr:
     return (c("peak_profit_pct") * s.trailing_giveback_ratio).round(9)
 
 
+def _seconds(t: time) -> int:
+    return t.hour * 3600 + t.minute * 60 + t.second
+
+
+def _call_at_risk(s: RuleSettings) -> pl.Expr:
+    return (c("dividend_cushion") < 0) & (c("dividend_days") <= s.dividend_window_days)
+
+
 def _delta_limit(s: RuleSettings) -> pl.Expr:
     return (
         pl.when(c("strategy_type") == StrategyType.IRON_CONDOR.value)
@@ -137,6 +163,57 @@ RULES: tuple[Rule, ...] = (
         reason=lambda s: pl.format(
             "{} shares delivered by assignment or exercise: close them and the option legs left",
             num_int(c("stock_shares")),
+        ),
+    ),
+    Rule(
+        name="pin_risk",
+        priority=0.7,
+        summary="expiry day: a short strike within pin% of the underlying, from pin_risk_from",
+        applies_to=MANAGED,
+        inputs=("pin_distance_pct",),
+        condition=lambda s: (
+            (c("pin_distance_pct") <= s.pin_risk_distance_pct)
+            & (c("market_seconds") >= _seconds(s.pin_risk_from))
+        ),
+        action=ExitAction.CLOSE,
+        urgency=Urgency.IMMEDIATE,
+        reason=lambda s: pl.format(
+            f"expiry day: a short strike {{}}% from the underlying (pin risk at <= "
+            f"{s.pin_risk_distance_pct}%, from {s.pin_risk_from:%H:%M} New York)",
+            num(c("pin_distance_pct"), 3),
+        ),
+    ),
+    Rule(
+        name="early_assignment",
+        priority=0.8,
+        summary="short ITM call worth less than the coming dividend, or short ITM put "
+        "with almost no extrinsic value near expiry",
+        applies_to=MANAGED,
+        inputs=("dividend_cushion", "dividend_days", "put_extrinsic", "dte"),
+        condition=lambda s: (
+            _call_at_risk(s)
+            | ((c("put_extrinsic") < s.put_extrinsic_floor) & (_dte <= s.put_assignment_dte))
+        ),
+        action=ExitAction.CLOSE,
+        urgency=Urgency.HIGH,
+        reason=lambda s: (
+            pl.when(_call_at_risk(s))
+            .then(
+                pl.format(
+                    f"short ITM call: extrinsic less the dividend {{}} $/share < 0 with the "
+                    f"ex-date in {{}} day(s) (window {s.dividend_window_days})",
+                    num(c("dividend_cushion"), 4),
+                    num(c("dividend_days"), 0),
+                )
+            )
+            .otherwise(
+                pl.format(
+                    f"short ITM put: extrinsic {{}} $/share < {s.put_extrinsic_floor} with DTE "
+                    f"{{}} <= {s.put_assignment_dte}",
+                    num(c("put_extrinsic"), 4),
+                    num_int(_dte),
+                )
+            )
         ),
     ),
     Rule(

@@ -45,7 +45,7 @@ from polars.exceptions import PanicException
 from core.config import RuleSettings
 from core.domain.regimes import Regime
 from core.domain.strategies import StrategyType
-from core.domain.timezones import UTC_US
+from core.domain.timezones import MARKET_TZ, UTC_US
 from core.rules.definitions import INPUT_COLUMNS, RULES, TIME_EXIT, Rule, check_disabled
 from core.rules.inputs import SNAPSHOT_SCHEMA, normalize_snapshot, snapshot_exprs
 from core.rules.state import (
@@ -106,7 +106,7 @@ def evaluate(
     # The join runs eagerly (measured ~2x cheaper than inside the streaming query); the
     # normalization and the rules then run as one lazy query over the joined frame.
     joined = raw.join(mem, on="strategy_id", how="left", maintain_order="left")
-    lf = joined.lazy().with_columns(normalize)
+    lf = joined.lazy().with_columns(*normalize, _market_seconds(now))
     for stage in plan.stages:
         if stage:
             lf = lf.with_columns(stage)
@@ -124,6 +124,12 @@ def evaluate(
         pl.lit(plan.disabled_text, dtype=pl.String).alias("disabled_rules"),
     )
     return out.select(DECISION_SCHEMA.names())
+
+
+def _market_seconds(now: datetime) -> pl.Expr:
+    """The evaluation time as seconds since midnight New York (the pin-risk rule's clock)."""
+    t = now.astimezone(MARKET_TZ)
+    return pl.lit(t.hour * 3600 + t.minute * 60 + t.second, dtype=pl.Int64).alias("market_seconds")
 
 
 def _collect_main(lf: pl.LazyFrame) -> pl.DataFrame:

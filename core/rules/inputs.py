@@ -14,19 +14,33 @@ Units and meaning of every column (the rules compare these to `RuleSettings` thr
 - `underlying_move_1h_pct`: % change of the underlying from its close one hour ago to its
   latest close (negative = fall). "Falls > 3% in an hour" means this is < -3.
 - `stock_shares`: signed shares of stock assignment or exercise delivered into the
-  strategy (Int64). A snapshot without the column holds none (0): only the cycle's
-  snapshot, built from the book's legs, can know of delivered stock.
+  strategy (Int64).
+- `pin_distance_pct`: |strike / spot - 1| x 100 of the short option leg closest to the
+  underlying among those expiring today (market date); +inf when none expires today.
+- `dividend_cushion`, `dividend_days`: for the short calls that are in the money and whose
+  expiry is on or after the underlying's next ex-dividend date (after today): the smallest
+  extrinsic value (mid - intrinsic, $ per share) less the next dividend, and the calendar
+  days to that ex-date. Below zero, a holder gains by exercising on the eve of the ex-date.
+  Both +inf when no short call is so exposed.
+- `put_extrinsic`: the smallest extrinsic value ($ per share) of the short puts in the
+  money; +inf when none is.
 - `regime`: the market regime of the underlying (`regime.py`), null/"unknown" when not known.
 
 `entry_iv`/`entry_vix` are optional here: once recorded they live in `rule_state` (which
 wins, being write-once); a snapshot value only fills a strategy that has none yet.
 
 NaN and +-inf in any float input become null: a missing quote or a NaN greek must surface as
-NO_DATA, never compare as a number (polars orders NaN above every value).
+NO_DATA, never compare as a number (polars orders NaN above every value). The exception is
++inf in the exposure columns above (`INF_MEANS_NONE`): "nothing exposed", which compares as
+far from every threshold; NaN and -inf there are null all the same.
+
+Only the cycle's snapshot, built from the book's legs, knows delivered stock and the
+exposures: a snapshot without those columns has none (stock 0, exposures +inf).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 
@@ -74,9 +88,14 @@ SNAPSHOT_SCHEMA = pl.Schema(
         "entry_vix": pl.Float64(),
         "underlying_move_1h_pct": pl.Float64(),
         "stock_shares": pl.Int64(),
+        "pin_distance_pct": pl.Float64(),
+        "dividend_cushion": pl.Float64(),
+        "dividend_days": pl.Float64(),
+        "put_extrinsic": pl.Float64(),
     }
 )
-_ABSENT_MEANS_ZERO = frozenset({"stock_shares"})  # see the module doc
+INF_MEANS_NONE = ("pin_distance_pct", "dividend_cushion", "dividend_days", "put_extrinsic")
+_ABSENT: Mapping[str, float] = {"stock_shares": 0, **dict.fromkeys(INF_MEANS_NONE, math.inf)}
 _STRATEGY_TYPES = [t.value for t in StrategyType]
 _REGIMES = sorted({*KNOWN_REGIMES, Regime.UNKNOWN.value})
 
@@ -112,15 +131,16 @@ def snapshot_exprs(snapshot: pl.DataFrame, *, check_vocabulary: bool = True) -> 
     exprs: list[pl.Expr] = []
     for name, dtype in SNAPSHOT_SCHEMA.items():
         if name not in snapshot.columns:
-            absent = 0 if name in _ABSENT_MEANS_ZERO else None
-            exprs.append(pl.lit(absent, dtype=dtype).alias(name))
+            exprs.append(pl.lit(_ABSENT.get(name), dtype=dtype).alias(name))
             continue
         have = snapshot.schema[name]
         if not _castable(have, dtype):
             problems.append(f"column '{name}' has dtype {have}, expected {dtype}")
             continue
         col = pl.col(name).cast(dtype)
-        if dtype == pl.Float64:
+        if name in INF_MEANS_NONE:
+            col = pl.when(col.is_finite() | (col == math.inf)).then(col)  # NaN, -inf -> null
+        elif dtype == pl.Float64:
             col = pl.when(col.is_finite()).then(col)  # NaN, inf -> null
         exprs.append(col.alias(name))
     if problems:

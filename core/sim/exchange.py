@@ -75,6 +75,7 @@ from core.domain import (
     Action,
     Bar,
     Contract,
+    Dividends,
     Execution,
     OptionChain,
     OrderRequest,
@@ -1100,6 +1101,21 @@ class SimExchange:
     def account_summary(self) -> AccountSummary:
         with self._lock:
             return self._summary()
+
+    def dividends(self, contract: Contract) -> Dividends | None:
+        """What IB's generic tick 456 would say of a simulated stock (None: not a stock the
+        simulator pays dividends on): the quarterly schedule of `core.sim.dividends`, the
+        same one the early-assignment model uses."""
+        m = self.market
+        symbol = contract.symbol.upper()
+        if contract.sec_type is not SecType.STK or symbol not in m.underlyings:
+            return None
+        annual_yield = m.u_profiles[m.underlyings.index(symbol)].dividend_yield
+        if annual_yield <= 0:
+            return Dividends(0.0, 0.0, None, None)
+        with self._lock:
+            div = next_dividend(m.calendar, m.trading_day(), m.price(symbol), annual_yield)
+        return Dividends(div.amount * 4, div.amount * 4, div.ex_date, div.amount)
 
     def what_if(self, order: OrderRequest) -> float:
         """Initial margin the order would take from available funds, premium included:

@@ -23,6 +23,7 @@ from core.domain import (
     AccountSummary,
     Bar,
     Contract,
+    Dividends,
     Execution,
     OptionChain,
     OrderRequest,
@@ -142,6 +143,10 @@ class IBBroker:
     async def quotes(self, contracts: Sequence[Contract]) -> list[Quote]:
         """Snapshot quotes, in the order asked; see `MarketData.quotes`."""
         return await self._market_data.quotes(contracts)
+
+    async def dividends(self, contract: Contract) -> Dividends:
+        """The stock's dividends; see `MarketData.dividends`."""
+        return await self._market_data.dividends(contract)
 
     async def historical_bars(
         self,

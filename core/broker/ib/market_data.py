@@ -28,7 +28,7 @@ from core.broker.ib.convert import (
 from core.broker.ib.logs import v6_logger
 from core.broker.ib.requests import Requests
 from core.clock import Clock
-from core.domain import Bar, Contract, Quote, SecType
+from core.domain import Bar, Contract, Dividends, Quote, SecType
 
 logger = v6_logger(__name__)
 
@@ -127,6 +127,35 @@ class MarketData:
             else:
                 out.append(quote_from_ticker(tickers[k], c, now))
         return out
+
+    async def dividends(self, contract: Contract) -> Dividends:
+        """The stock's dividends from generic tick 456 (IB answers with tick type 59, which
+        ib_async parses into `Ticker.dividends`): one stream, cancelled once it arrives or
+        after `snapshot_timeout_s`. No answer (or an error) raises DATA: unknown, so the
+        early-assignment rule reports the short calls it cannot judge instead of guessing."""
+        await self._conn.ready()
+        if contract.sec_type is not SecType.STK:
+            raise BrokerError(f"dividends are asked of stocks, not {contract}", ErrorClass.DATA)
+        async with self._requests.lock("quotes"):  # the same Ticker per contract as quotes
+            ib = self._conn.ib
+            ibc = to_ib_contract(await self._contracts.qualified(contract))
+            ticker = _reset(ib.reqMktData(ibc, "456", False, False))
+            ticker.dividends = None
+            try:
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + self._conn.settings.snapshot_timeout_s
+                while ticker.dividends is None and loop.time() < deadline:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(ticker.updateEvent, deadline - loop.time())
+            finally:
+                if ib.isConnected():
+                    with contextlib.suppress(Exception):
+                        ib.cancelMktData(ibc)
+        d = ticker.dividends
+        if d is None:
+            raise BrokerError(f"no dividend tick for {contract.symbol}", ErrorClass.DATA)
+        next_date = d.nextDate.date() if isinstance(d.nextDate, datetime) else d.nextDate
+        return Dividends(d.past12Months, d.next12Months, next_date, d.nextAmount)
 
     async def historical_bars(
         self,

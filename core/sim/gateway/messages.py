@@ -312,6 +312,14 @@ def tick_price(req_id: int, tick_type: int, price: float, size: int, attr_mask: 
     return [TICK_PRICE, 6, req_id, tick_type, price, size, attr_mask]
 
 
+TICK_DIVIDENDS = 59  # generic tick 456's answer: "past12,next12,YYYYMMDD,nextAmount"
+
+
+def tick_string(req_id: int, tick_type: int, value: str) -> Fields:
+    """46, 6, reqId, tickType, value (5)."""
+    return [TICK_STRING, 6, req_id, tick_type, value]
+
+
 def tick_size(req_id: int, tick_type: int, size: int) -> Fields:
     """2, 6, reqId, tickType, size (5)."""
     return [TICK_SIZE, 6, req_id, tick_type, size]

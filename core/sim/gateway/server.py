@@ -33,6 +33,7 @@ from core.domain import (
     Bar,
     ComboLeg,
     Contract,
+    Dividends,
     Execution,
     OptionChain,
     OrderRequest,
@@ -128,6 +129,7 @@ class ExchangeLike(Protocol):
     def positions(self) -> list[Position]: ...
     def account_summary(self) -> AccountSummary: ...
     def what_if(self, order: OrderRequest) -> float: ...
+    def dividends(self, contract: Contract) -> Dividends | None: ...
     def on_clock(self) -> list[Execution]: ...
     def subscribe(self, listener: Callable[[Any], None]) -> Callable[[], None]: ...
 
@@ -782,10 +784,23 @@ class GatewayServer:
             return
         for f in fields:
             s.send(f)
+        if "456" in r.generic_ticks.split(","):
+            s.send(msg.tick_string(r.req_id, msg.TICK_DIVIDENDS, self._dividends_text(c)))
         if r.snapshot or r.regulatory_snapshot:
             s.send(msg.tick_snapshot_end(r.req_id))
         else:
             s.streams[r.req_id] = stream
+
+    def _dividends_text(self, contract: Contract) -> str:
+        """Tick 59's value as IB writes it (empty fields where it has nothing to say)."""
+        d = self.exchange.dividends(contract)
+        if d is None:
+            return ",,,"
+        amounts = (d.past_12_months, d.next_12_months)
+        past, nxt = ("" if a is None else f"{a:g}" for a in amounts)
+        when = "" if d.next_date is None else d.next_date.strftime("%Y%m%d")
+        amount = "" if d.next_amount is None else f"{d.next_amount:g}"
+        return f"{past},{nxt},{when},{amount}"
 
     def _reported_type(self, s: _Session, stale: bool) -> int:
         delayed = s.md_type in (3, 4)

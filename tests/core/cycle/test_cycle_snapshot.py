@@ -23,7 +23,19 @@ LEG_COLUMNS = (
 )  # fmt: skip
 
 
+# strikes around SPY at 500 (CONTEXT): every leg out of the money, nothing expires today
+STRIKES = {("P", -1): 480.0, ("P", 1): 470.0, ("C", -1): 520.0, ("C", 1): 530.0}
+
+
 def legs(*rows: tuple[object, ...]) -> pl.DataFrame:
+    return _legs(*rows).with_columns(
+        pl.struct("right", pl.col("ratio").sign())
+        .map_elements(lambda r: STRIKES.get((r["right"], r["ratio"])), return_dtype=pl.Float64)
+        .alias("strike")
+    )
+
+
+def _legs(*rows: tuple[object, ...]) -> pl.DataFrame:
     return pl.DataFrame(
         [dict(zip(LEG_COLUMNS, r, strict=True)) for r in rows],
         schema={
@@ -50,6 +62,7 @@ def condor(sid: str = "ic", units: int = 2, *, short_put_mid: float = 0.60) -> l
 CONTEXT = pl.DataFrame(
     {
         "symbol": ["SPY"],
+        "spot": [500.0],
         "regime": ["normal"],
         "underlying_move_1h_pct": [-0.4],
         "iv_percentile": [35.0],

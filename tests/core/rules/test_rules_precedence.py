@@ -7,7 +7,7 @@ from typing import Any
 
 import polars as pl
 import pytest
-from rules_helpers import NOW, decide, snapshot, state
+from rules_helpers import NOW, PIN_TIME, decide, snapshot, state
 
 from core.config import RuleSettings
 from core.rules import RULE_NAMES, RULES, evaluate
@@ -18,6 +18,16 @@ PAIRS: list[tuple[str, str, dict[str, Any], dict[str, Any] | None]] = [
     ("delivered_stock", "catastrophe", {"stock_shares": 100, "underlying_move_1h_pct": -5.0},
      None),
     ("delivered_stock", "time_exit", {"stock_shares": -100, "dte": 0}, None),
+    ("delivered_stock", "pin_risk", {"stock_shares": 100, "pin_distance_pct": 0.2}, None),
+    ("pin_risk", "early_assignment",
+     {"pin_distance_pct": 0.2, "dte": 0, "put_extrinsic": 0.01}, None),
+    ("early_assignment", "catastrophe",
+     {"dividend_cushion": -0.1, "dividend_days": 1.0, "underlying_move_1h_pct": -5.0}, None),
+    # a take profit that reduces half would leave the exposed leg in place
+    ("early_assignment", "take_profit",
+     {"put_extrinsic": 0.01, "dte": 3, "profit_pct": 60.0}, None),
+    ("pin_risk", "take_profit", {"pin_distance_pct": 0.0, "dte": 0, "profit_pct": 60.0}, None),
+    ("pin_risk", "time_exit", {"pin_distance_pct": 1.0, "dte": 0}, None),
     ("catastrophe", "single_leg_exit",
      {"strategy_type": "single", "underlying_move_1h_pct": -5.0, "profit_pct": 85.0}, None),
     ("single_leg_exit", "trailing_stop",
@@ -43,9 +53,9 @@ def test_higher_priority_rule_wins(
     winner: str, loser: str, overrides: dict[str, Any], prior: dict[str, Any] | None
 ) -> None:
     memory = state(**prior) if prior else None
-    first = decide(None, memory, **overrides)
+    first = decide(None, memory, now=PIN_TIME, **overrides)
     assert first["rule"] == winner, first["reason"]
-    second = decide(RuleSettings(disabled=[winner]), memory, **overrides)
+    second = decide(RuleSettings(disabled=[winner]), memory, now=PIN_TIME, **overrides)
     assert second["rule"] == loser, second["reason"]
     assert winner in (second["suppressed_rules"] or "")
 
@@ -74,7 +84,7 @@ def test_single_leg_is_closed_not_rolled() -> None:
 def test_rules_are_in_priority_order() -> None:
     priorities = [r.priority for r in RULES]
     assert priorities == sorted(priorities)
-    assert priorities == [0.5, 1.0, 1.3, 1.4, 1.5, 2.0, 3.0, 4.0, 5.0, 5.5, 6.0, 7.0, 8.0]
+    assert priorities == [0.5, 0.7, 0.8, 1.0, 1.3, 1.4, 1.5, 2.0, 3.0, 4.0, 5.0, 5.5, 6.0, 7.0, 8.0]
 
 
 # -- NO_DATA ----------------------------------------------------------------------------------
@@ -94,7 +104,12 @@ def test_rules_are_in_priority_order() -> None:
         ({"vix": None}, "vix_exit", "vix"),
         ({"entry_vix": None}, "vix_exit", "entry_vix"),
         ({"iv_percentile": math.nan}, "iv_percentile", "iv_percentile"),
-        ({"dte": None}, "stop_loss", "dte"),
+        ({"dte": None}, "early_assignment", "dte"),  # the first rule that reads DTE
+        ({"pin_distance_pct": math.nan}, "pin_risk", "pin_distance_pct"),
+        ({"pin_distance_pct": -math.inf}, "pin_risk", "pin_distance_pct"),
+        ({"dividend_cushion": None}, "early_assignment", "dividend_cushion"),
+        ({"dividend_days": math.nan}, "early_assignment", "dividend_days"),
+        ({"put_extrinsic": None}, "early_assignment", "put_extrinsic"),
         # gamma cannot matter at 40 DTE, but a NaN greek still never means HOLD
         ({"net_gamma": math.nan}, "gamma_risk", "net_gamma"),
     ],

@@ -7,6 +7,9 @@ nulls, NaN and infinities mixed in, and a remembered state for some strategies.
 
 from __future__ import annotations
 
+import math
+from datetime import UTC, datetime, time
+
 import numpy as np
 import polars as pl
 import pytest
@@ -58,6 +61,16 @@ def random_book(n: int, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
                 None if r < 0.02 else 0 if r > 0.06 else int(rng.choice([-100, 100, 200]))
                 for r in rng.random(n)
             ],
+            # exposures: mostly none (+inf), else around the thresholds (NaN/inf mixed in)
+            **{
+                name: [v if r < 0.3 else math.inf for r, v in zip(rng.random(n), vals, strict=True)]
+                for name, vals in (
+                    ("pin_distance_pct", _values(rng, n, [1.0], 0, 3)),
+                    ("dividend_cushion", _values(rng, n, [0.0], -0.5, 0.5)),
+                    ("dividend_days", _values(rng, n, [5.0], 1, 10)),
+                    ("put_extrinsic", _values(rng, n, [0.05], 0, 0.5)),
+                )
+            },
         },
         schema_overrides={"dte": pl.Int64, "regime": pl.String, "stock_shares": pl.Int64},
         strict=False,
@@ -104,25 +117,37 @@ def random_book(n: int, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
     return snap, memory
 
 
+# 15:00 New York (pin risk from 15:00 by default: the threshold itself), and 14:30
+PIN_TIME = datetime(2026, 3, 2, 20, 0, tzinfo=UTC)
+EARLIER = datetime(2026, 3, 2, 19, 30, tzinfo=UTC)
+
+
 @pytest.mark.parametrize(
     "settings",
     [
         RuleSettings(),
-        RuleSettings(disabled=["dte_roll", "trailing_stop", "catastrophe"]),
+        RuleSettings(disabled=["dte_roll", "trailing_stop", "catastrophe", "pin_risk"]),
         RuleSettings(
             profit_target_pct={"crash": 30.0, "low_vol": 95.0},
             profit_target_fallback_pct=60.0,
             time_exit_dte=3,
             gamma_max_dte=30,
+            pin_risk_from=time(14, 30),
+            pin_risk_distance_pct=0.5,
+            dividend_window_days=2,
+            put_extrinsic_floor=0.2,
+            put_assignment_dte=10,
         ),
     ],
     ids=["defaults", "some-disabled", "other-thresholds"],
 )
 def test_engine_matches_the_reference_loop(settings: RuleSettings) -> None:
     snap, memory = random_book(4000, seed=11)
-    got = evaluate(snap, settings, memory, NOW)
+    now = EARLIER if settings.pin_risk_from < time(15, 0) else PIN_TIME
+    got = evaluate(snap, settings, memory, now)
     rows = normalize_snapshot(snap).to_dicts()
-    want = evaluate_loop(rows, settings, {r["strategy_id"]: r for r in memory.to_dicts()})
+    memo = {r["strategy_id"]: r for r in memory.to_dicts()}
+    want = evaluate_loop(rows, settings, memo, now=now)
     diff = compare(got, want)
     assert got.height == len(want) == 4000
     assert diff.is_empty(), f"{diff.height} strategies differ, e.g.\n{diff.head(5)}"
@@ -136,3 +161,14 @@ def test_engine_matches_the_reference_loop(settings: RuleSettings) -> None:
     assert closed_anyway["missing_inputs"].null_count() == 0
     assert closed_anyway["reason"].str.contains("every outcome").sum() > 0
     assert closed_anyway["reason"].str.contains("the time exit applies").sum() > 0
+
+
+def test_pin_risk_waits_for_its_time_in_the_reference_too() -> None:
+    """Before `pin_risk_from` neither the engine nor the loop closes for pin risk."""
+    snap, memory = random_book(1000, seed=5)
+    early = datetime(2026, 3, 2, 19, 59, 59, tzinfo=UTC)  # 14:59:59 New York
+    got = evaluate(snap, RuleSettings(), memory, early)
+    memo = {r["strategy_id"]: r for r in memory.to_dicts()}
+    want = evaluate_loop(normalize_snapshot(snap).to_dicts(), RuleSettings(), memo, now=early)
+    assert compare(got, want).is_empty()
+    assert "pin_risk" not in set(got.filter(pl.col("action") == "CLOSE")["rule"])
