@@ -23,7 +23,6 @@ from typing import IO
 
 import httpx
 import pytest
-
 from s3_world import free_port
 
 BIN = Path(sys.executable).parent

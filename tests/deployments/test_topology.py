@@ -18,11 +18,6 @@ import pytest
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.objects import FlowRun, StateType
-
-from core.config import load_settings
-from core.risk.breaker import Breaker, BreakerState
-from core.store import DeltaStore
-from deployments.deploy_config import WORK_POOL
 from s3_world import S3World, s3_world_fixture  # noqa: F401  (fixture)
 from topology_world import (  # noqa: F401  (fixtures)
     AUTH,
@@ -34,6 +29,11 @@ from topology_world import (  # noqa: F401  (fixtures)
     stop,
     tail,
 )
+
+from core.config import load_settings
+from core.risk.breaker import Breaker, BreakerState
+from core.store import DeltaStore
+from deployments.deploy_config import WORK_POOL
 
 pytestmark = [pytest.mark.server, pytest.mark.topology]
 
@@ -77,6 +77,42 @@ async def test_unauthenticated_clients_are_refused(prefect_on_postgres: PrefectS
     assert httpx.post(f"{url}/deployments/filter", json={}, auth=(user, password)).is_success
 
 
+def doctor(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "v6"), "doctor"], cwd=cwd, env={**env, "COLUMNS": "300"},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def fails(done: subprocess.CompletedProcess[str]) -> list[str]:
+    return [ln for ln in done.stdout.splitlines() if ln.startswith("FAIL")]
+
+
+async def test_doctor_names_a_wrong_auth_string_and_a_missing_pool(
+    prefect_on_postgres: PrefectServer, s3_world: S3World, tmp_path: Path
+) -> None:
+    config = v6_toml(tmp_path / "v6.toml", s3_world)
+    url = prefect_on_postgres.url
+    wrong = doctor({**prefect_on_postgres.client_env("v6-admin:wrong"), "V6_CONFIG": str(config)},
+                   tmp_path)  # fmt: skip
+    assert wrong.returncode == 2, wrong.stdout + wrong.stderr
+    assert fails(wrong) == [
+        f"FAIL prefect api  Prefect API at {url} refused PREFECT_API_AUTH_STRING; set "
+        "PREFECT_API_AUTH_STRING to the server's PREFECT_SERVER_API_AUTH_STRING (user:password)"
+    ]
+    unset = doctor({**prefect_on_postgres.client_env(None), "V6_CONFIG": str(config)}, tmp_path)
+    assert "requires credentials and PREFECT_API_AUTH_STRING is not set" in fails(unset)[0]
+    no_pool = doctor({**prefect_on_postgres.client_env(), "V6_CONFIG": str(config)}, tmp_path)
+    assert no_pool.returncode == 2
+    assert fails(no_pool) == [
+        f"FAIL work pool    work pool 'v6-process' does not exist at {url}; create it: "
+        "prefect work-pool create v6-process --type process"
+    ]
+    for done in (wrong, unset, no_pool):
+        assert AUTH.split(":", 1)[1] not in done.stdout + done.stderr
+        assert s3_world.secret not in done.stdout + done.stderr
+
+
 async def test_topology_runs_the_flows_through_deployments_on_two_workers(
     prefect_on_postgres: PrefectServer, client: PrefectClient, s3_world: S3World, tmp_path: Path
 ) -> None:
@@ -91,14 +127,20 @@ async def test_topology_runs_the_flows_through_deployments_on_two_workers(
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
 
     logs = [tmp_path / f"worker-{n}.log" for n in (1, 2)]
-    worker_env = {**env, "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1"}
+    worker_env = {
+        **env,
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_WORKER_PREFETCH_SECONDS": "1",
+    }
+    cmd = [str(BIN / "prefect"), "worker", "start", "--pool", WORK_POOL, "--name"]
     workers = [
-        start([str(BIN / "prefect"), "worker", "start", "--pool", WORK_POOL, "--name", f"w{n}"],
-              worker_env, log, tmp_path)  # fmt: skip
-        for n, log in zip((1, 2), logs, strict=True)
+        start([*cmd, f"w{n}"], worker_env, log, tmp_path) for n, log in ((1, logs[0]), (2, logs[1]))
     ]
     try:
         await _wait_for_workers(client, {"w1", "w2"}, logs)
+        ready = doctor(env, tmp_path)
+        assert ready.returncode == 0, ready.stdout + ready.stderr
+        assert "deployment ready" in ready.stdout and "2 online: w1, w2" in ready.stdout
 
         # Refused without credentials: no run is created, the breaker is not touched.
         reset = await client.read_deployment_by_name("circuit_breaker_reset/circuit_breaker_reset")
