@@ -103,17 +103,10 @@ def _prefect_checks(target: PrefectTarget, pool: str) -> list[Check]:
             ]  # fmt: skip
         got = http.get(f"/work_pools/{pool}")
         if got.status_code == 401:
-            why = (
-                "refused PREFECT_API_AUTH_STRING"
-                if target.auth_string
-                else "requires credentials and PREFECT_API_AUTH_STRING is not set"
-            )
             return [
-                Check("prefect api", False, f"Prefect API at {url} {why}; set "
-                      "PREFECT_API_AUTH_STRING to the server's PREFECT_SERVER_API_AUTH_STRING "
-                      "(user:password)"),
+                Check("prefect api", False, refused_line(url, target)),
                 *_skipped(names[1:], "not authenticated"),
-            ]  # fmt: skip
+            ]
         auth = "authenticated" if target.auth_string else "no authentication (server has none)"
         checks = [Check("prefect api", True, f"{url} reachable, {auth}")]
         if got.status_code == 404:
@@ -128,6 +121,32 @@ def _prefect_checks(target: PrefectTarget, pool: str) -> list[Check]:
         checks.append(_workers_check(http, pool))
         checks.append(_deployments_check(http, pool, url))
     return checks
+
+
+def refused_line(url: str, target: PrefectTarget) -> str:
+    """The one line for a 401 from the API at `url`."""
+    why = (
+        "refused PREFECT_API_AUTH_STRING"
+        if target.auth_string
+        else "requires credentials and PREFECT_API_AUTH_STRING is not set"
+    )
+    return (
+        f"Prefect API at {url} {why}; set PREFECT_API_AUTH_STRING to the server's "
+        "PREFECT_SERVER_API_AUTH_STRING (user:password)"
+    )
+
+
+def auth_problem(url: str, target: PrefectTarget) -> str | None:
+    """`refused_line` when the (healthy) API at `url` refuses this client's credentials.
+
+    The health check is open to probes, so only an authenticated call can tell."""
+    got = httpx.post(
+        f"{url.rstrip('/')}/flows/filter",
+        json={"limit": 1},
+        headers=target.headers(),
+        timeout=HTTP_TIMEOUT_S,
+    )
+    return refused_line(url.rstrip("/"), target) if got.status_code == 401 else None
 
 
 def _workers_check(http: httpx.Client, pool: str) -> Check:

@@ -100,6 +100,14 @@ async def test_doctor_names_a_wrong_auth_string_and_a_missing_pool(
         f"FAIL prefect api  Prefect API at {url} refused PREFECT_API_AUTH_STRING; set "
         "PREFECT_API_AUTH_STRING to the server's PREFECT_SERVER_API_AUTH_STRING (user:password)"
     ]
+    # The same line from the commands that talk to the server, before anything is started.
+    run = subprocess.run(
+        [str(BIN / "v6"), "run", "maintenance", "--deployment"], cwd=tmp_path,
+        env={**prefect_on_postgres.client_env("v6-admin:wrong"), "V6_CONFIG": str(config)},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert run.stderr.strip() == "error: " + fails(wrong)[0].split("  ", 1)[1]
     unset = doctor({**prefect_on_postgres.client_env(None), "V6_CONFIG": str(config)}, tmp_path)
     assert "requires credentials and PREFECT_API_AUTH_STRING is not set" in fails(unset)[0]
     no_pool = doctor({**prefect_on_postgres.client_env(), "V6_CONFIG": str(config)}, tmp_path)
