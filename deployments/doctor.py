@@ -116,7 +116,13 @@ def _prefect_checks(target: PrefectTarget, pool: str) -> list[Check]:
                       f"it: prefect work-pool create {pool} --type process"),
                 *_skipped(names[2:], "no work pool"),
             ]  # fmt: skip
-        got.raise_for_status()
+        if not got.is_success:
+            return [
+                *checks,
+                Check("work pool", False, f"Prefect API at {url} answered HTTP {got.status_code} "
+                      f"for work pool '{pool}'; see the server's log"),
+                *_skipped(names[2:], "work pool unreadable"),
+            ]  # fmt: skip
         checks.append(Check("work pool", True, f"'{pool}' ({got.json().get('type')})"))
         checks.append(_workers_check(http, pool))
         checks.append(_deployments_check(http, pool, url))
@@ -197,12 +203,13 @@ async def _broker_checks(settings: Settings) -> list[Check]:
     broker = IBBroker(b)
     try:
         await asyncio.wait_for(broker.connect(), b.connect_timeout_s + 5)
-    except (BrokerError, OSError, TimeoutError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except BrokerError as exc:  # its message names the address and the fix
+        return [Check("broker", False, _first_line(exc)), *_skipped(("clock",), "no broker")]
+    except (OSError, TimeoutError) as exc:
         return [
-            Check("broker", False, f"IB at {b.host}:{b.port}: {first}; start IB Gateway/TWS with "
-                  "the API enabled, or fix broker.host / broker.port"),
-            Check("clock", False, "not checked: broker unreachable", skipped=True),
+            Check("broker", False, f"IB at {b.host}:{b.port}: {_first_line(exc)}; start IB "
+                  "Gateway/TWS with the API enabled, or fix broker.host / broker.port"),
+            *_skipped(("clock",), "no broker"),
         ]  # fmt: skip
     try:
         account = broker.account or ""
@@ -222,6 +229,11 @@ def clock_check(broker_now: datetime, host_now: datetime) -> Check:
         return Check("clock", False, f"host clock is {skew:+.1f}s off the broker's (more than "
                      f"{MAX_CLOCK_SKEW_S:g}s); sync it with NTP (e.g. chrony)")  # fmt: skip
     return Check("clock", True, f"{skew:+.1f}s vs the broker")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _skipped(names: tuple[str, ...], why: str) -> list[Check]:

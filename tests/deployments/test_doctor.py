@@ -92,3 +92,14 @@ def test_the_simulated_broker_needs_no_account(tmp_path: Path) -> None:
     checks = by_name(run_checks(config, PrefectTarget(None, None)))
     assert checks["broker"].ok and checks["storage"].ok
     assert Settings().broker.kind.value == "sim"
+
+
+def test_an_unreachable_gateway_is_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "v6.toml"
+    port = free_port()
+    config.write_text(f'[broker]\nkind = "ib"\nport = {port}\n[storage]\nroot = "{tmp_path}"\n')
+    checks = by_name(run_checks(config, PrefectTarget(None, None)))
+    broker = checks["broker"]
+    assert not broker.ok and not broker.skipped and "\n" not in broker.line
+    assert f"127.0.0.1:{port}" in broker.line and "gateway" in broker.line
+    assert checks["clock"].skipped
