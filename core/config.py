@@ -154,6 +154,68 @@ class BrokerSettings(_Section):
         return self.kind is BrokerKind.IB and (self.port in LIVE_PORTS or not self.paper)
 
 
+# Delta table roots V6 is tested on: a local directory, or an S3-compatible bucket
+# (AWS S3, MinIO, R2, ...). Other deltalake schemes (gs://, az://, ...) are refused until
+# tested: an untested store is not where the book should live.
+REMOTE_SCHEMES = ("s3://", "s3a://")
+# deltalake 1.6 commits to S3 safely only with conditional put (If-None-Match on the
+# commit file, "etag"): two writers can then never both commit the same version.
+S3_SAFE_CONDITIONAL_PUT = "etag"
+# Storage options that say where the store is, not who may use it: shown in plain by
+# `v6 config check` and `v6 doctor`; every other option (keys, tokens) is masked.
+PUBLIC_STORAGE_OPTIONS = frozenset(
+    {
+        "aws_endpoint_url",
+        "aws_endpoint",
+        "endpoint_url",
+        "aws_region",
+        "region",
+        "aws_allow_http",
+        "allow_http",
+        "aws_conditional_put",
+        "conditional_put",
+        "aws_virtual_hosted_style_request",
+        "virtual_hosted_style_request",
+    }
+)
+
+
+def storage_problems(root: str, options: Mapping[str, str]) -> list[str]:
+    """Why `root` + `options` is not a safe place for the book (empty when it is)."""
+    if "://" not in root:
+        return [] if root.strip() else ["storage.root is empty; set a directory or s3://bucket"]
+    if not root.startswith(REMOTE_SCHEMES):
+        scheme = root.split("://", 1)[0]
+        return [
+            f"storage.root {root!r}: scheme {scheme}:// is not supported; use a local directory "
+            "or s3://bucket/prefix (AWS S3, MinIO, R2 and other S3-compatible stores)"
+        ]
+    problems = []
+    bucket = root.split("://", 1)[1].split("/", 1)[0]
+    if not bucket:
+        problems.append(f"storage.root {root!r} names no bucket; write s3://BUCKET/prefix")
+    lowered = {k.lower(): v.strip().lower() for k, v in options.items()}
+    for key in ("aws_s3_allow_unsafe_rename", "allow_unsafe_rename"):
+        if lowered.get(key) in {"true", "1", "yes"}:
+            problems.append(
+                f"storage.storage_options.{key} = true lets two writers overwrite each "
+                "other's commits (lost fills); remove it: V6 commits with conditional put"
+            )
+    for key in ("aws_s3_locking_provider", "locking_provider"):
+        if key in lowered:
+            problems.append(
+                f"storage.storage_options.{key}: the DynamoDB lock is gone from deltalake "
+                f'1.6; remove it and set aws_conditional_put = "{S3_SAFE_CONDITIONAL_PUT}"'
+            )
+    put = lowered.get("aws_conditional_put", lowered.get("conditional_put"))
+    if put is not None and put != S3_SAFE_CONDITIONAL_PUT:
+        problems.append(
+            f"storage.storage_options.aws_conditional_put = {put!r} is not safe for concurrent "
+            f'writers; set it to "{S3_SAFE_CONDITIONAL_PUT}" (or leave it out: V6 sets it)'
+        )
+    return problems
+
+
 class StorageSettings(_Section):
     root: str = Field(
         "./data", description="Local directory or s3://bucket/prefix for Delta tables"
@@ -171,6 +233,15 @@ class StorageSettings(_Section):
         100, ge=1, description="Commits between Delta checkpoints (set on tables V6 creates)"
     )
 
+    @model_validator(mode="after")
+    def _safe_location(self) -> Self:
+        """Refuse a root or options that would store the book unsafely (see the constants
+        above `StorageSettings`): a wrong scheme, or S3 without conditional put."""
+        problems = storage_problems(self.root, self.plain_storage_options())
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
     @property
     def is_remote(self) -> bool:
         return "://" in self.root
@@ -178,6 +249,14 @@ class StorageSettings(_Section):
     def plain_storage_options(self) -> dict[str, str]:
         """The options as deltalake wants them (secrets revealed only here)."""
         return {k: v.get_secret_value() for k, v in self.storage_options.items()}
+
+    def masked_storage_options(self) -> dict[str, str]:
+        """The options for display: where the store is (endpoint, region, flags) in plain,
+        every credential masked."""
+        return {
+            k: v.get_secret_value() if k.lower() in PUBLIC_STORAGE_OPTIONS else "**********"
+            for k, v in self.storage_options.items()
+        }
 
 
 class ScheduleSettings(_Section):
@@ -699,6 +778,7 @@ class Settings(BaseSettings):
     def masked(self) -> dict[str, Any]:
         """The effective config as plain data with every secret and the account masked."""
         data = self.model_dump(mode="json")
+        data["storage"]["storage_options"] = self.storage.masked_storage_options()
         if self.broker.account:
             data["broker"]["account"] = mask_account(self.broker.account)
         return data

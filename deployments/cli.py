@@ -235,6 +235,16 @@ def run(
     raise typer.Exit(result.exit_code)
 
 
+@app.command("doctor")
+def doctor(config: ConfigOption = None) -> None:
+    """Check the deployment end to end: config, Prefect API and auth, work pool, workers,
+    storage round trip, broker and clock; one line per problem with the fix (exit 2)."""
+    from deployments.doctor import PrefectTarget, report, run_checks
+
+    checks = run_checks(config, PrefectTarget.from_prefect_settings())
+    raise typer.Exit(report(checks, lambda line: console.print(line, soft_wrap=True, markup=False)))
+
+
 @app.command("deploy-config")
 def deploy_config(config: ConfigOption = None) -> None:
     """Print prefect.yaml (process work pool `v6-process`) for workers on other machines."""

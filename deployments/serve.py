@@ -58,6 +58,11 @@ def require_server() -> str:
             f"the Prefect server at {url} is unreachable ({problem}); start it with "
             "`prefect server start` or point PREFECT_API_URL at a running one"
         )
+    from deployments.doctor import PrefectTarget, auth_problem
+
+    refused = auth_problem(url, PrefectTarget.from_prefect_settings())
+    if refused is not None:
+        raise UserError(refused)
     return url
 
 

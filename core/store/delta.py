@@ -40,6 +40,7 @@ from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from core.config import Settings
 from core.store.errors import CommitConflictError, StoreCorrupt
 from core.store.integrity import expected_version, open_checked, record_version
+from core.store.location import deltalake_options
 from core.store.manifest import Manifest, check
 from core.store.naming import TableNaming, narrowed
 from core.store.registry import REGISTRY
@@ -106,7 +107,7 @@ class DeltaStore(TableNaming):
         st = settings.storage
         return cls(
             st.root,
-            st.plain_storage_options(),
+            deltalake_options(st.root, st.plain_storage_options()),
             commit_retries=st.commit_retries,
             commit_backoff_s=st.commit_backoff_s,
             checkpoint_interval=st.checkpoint_interval,
