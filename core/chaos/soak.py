@@ -219,6 +219,7 @@ class Soak:
             port=0,
             market_data_lines=lines,
             pacing_clock=lambda: clock.now().timestamp(),
+            realtime_data=True,  # the soak trades: a live subscription (chaos_settings)
         ) as gw:
             settings = chaos_settings(self.base, self.root, gw.port, self.seed, self.crash)
             hooks = Hooks(gateway=gw)

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from ib_async import Contract as IBContract
@@ -19,9 +20,11 @@ from core.broker.base import BrokerError, ErrorClass, check_what
 from core.broker.ib.connection import Connection
 from core.broker.ib.contracts import Contracts
 from core.broker.ib.convert import (
+    ENTITLEMENT_FIXES,
     bar_from_ib,
     classify_error,
     duration_str,
+    entitlement_reason,
     quote_from_ticker,
     to_ib_contract,
 )
@@ -48,7 +51,9 @@ class MarketData:
         """Stream each contract until its first full set of ticks (bid, ask, and model
         greeks for options) or `snapshot_timeout_s`, then cancel every stream (finally).
         101 (no market-data line left) raises CAPACITY; other per-contract errors give a
-        NaN quote."""
+        NaN quote. An entitlement answer (354, 10090, 10168, 10197) is named with its fix
+        in `Quote.unavailable` (10090 keeps the ticks that did come); delayed ticks (IB
+        type 3/4) are marked `delayed` with their age."""
         await self._conn.ready()
         if not contracts:
             return []
@@ -110,6 +115,7 @@ class MarketData:
                 for k in tickers:
                     with contextlib.suppress(Exception):
                         ib.cancelMktData(keyed[k][1])
+        await self._requests.barrier()  # ticks sent with a late answer (10090) are in
         capacity = [m for code, m in errors.values() if code == 101]
         if capacity:
             raise BrokerError(
@@ -122,10 +128,19 @@ class MarketData:
         out: list[Quote] = []
         for asked, c in zip(contracts, resolved, strict=True):
             k = _quote_key(c)
-            if k not in tickers or id(keyed[k][1]) in errors:
-                out.append(Quote(contract=asked, time=now))
+            code = errors.get(id(keyed[k][1]), (0, ""))[0] if k in keyed else 0
+            why = entitlement_reason(code, c.describe()) if code in ENTITLEMENT_FIXES else ""
+            if k in tickers and code in (0, 10090):  # 10090: what did come, flagged
+                out.append(replace(quote_from_ticker(tickers[k], c, now), unavailable=why))
             else:
-                out.append(quote_from_ticker(tickers[k], c, now))
+                out.append(Quote(contract=asked, time=now, unavailable=why))
+        if any(q.unavailable for q in out):
+            logger.warning(
+                "quotes: IB withheld data for %d of %d contract(s): %s",
+                sum(1 for q in out if q.unavailable),
+                len(out),
+                next(q.unavailable for q in out if q.unavailable),
+            )
         return out
 
     async def historical_bars(

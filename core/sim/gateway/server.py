@@ -65,6 +65,18 @@ FARM_NOTICES = (
     (2106, "HMDS data farm connection is OK:ushmds"),
     (2158, "Sec-def data farm connection is OK:secdefnj"),
 )
+# What IB answers a market-data request the account is not entitled to (TWS API message
+# codes). 10167 is a warning: delayed data follows. The others carry no data, except
+# 10090, after which the subscription-independent ticks (last, volume) still come.
+ENTITLEMENT_MESSAGES = {
+    354: "Requested market data is not subscribed. Delayed market data is available.",
+    10090: "Part of requested market data is not subscribed. Subscription-independent ticks "
+    "are still active.Delayed market data is available.",
+    10167: "Requested market data is not subscribed. Displaying delayed market data.",
+    10168: "Requested market data is not subscribed. Delayed market data is not enabled.",
+    10197: "No market data during competing live session",
+}
+DELAYED_BY = timedelta(minutes=15)  # IB's delayed feed: 15-20 minutes behind the market
 CONNECTIVITY_MESSAGES = {
     1100: "Connectivity between IB and Trader Workstation has been lost.",
     1101: "Connectivity between IB and TWS has been restored- data lost.",
@@ -108,7 +120,7 @@ class ExchangeLike(Protocol):
     def contract_by_id(self, con_id: int) -> Contract | None: ...
     def option_chains(self, underlying: str) -> list[OptionChain]: ...
     def quote(self, contract: Contract) -> Quote: ...
-    def quotes(self, contracts: Sequence[Contract]) -> list[Quote]: ...
+    def quotes(self, contracts: Sequence[Contract], at: datetime | None = None) -> list[Quote]: ...
     def bars(
         self,
         contract: Contract,
@@ -145,6 +157,8 @@ class _Link:
 class _Stream:
     contract: Contract
     md_type: int  # the marketDataType last reported for this stream
+    delayed: bool = False  # served from the delayed feed (DELAYED_BY behind)
+    partial: bool = False  # 10090: only the subscription-independent ticks (no bid/ask)
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,13 +224,19 @@ class GatewayServer:
         pacing: HistoricalPacing | None = None,
         pacing_clock: Callable[[], float] | None = None,
         accounts: Iterable[str] | None = None,
+        realtime_data: bool = False,
     ) -> None:
+        """`realtime_data`: the account holds real-time market-data subscriptions. Without
+        them (IB's default for a paper account) a live request (type 1/2) answers 354 and
+        a delayed one (3/4) gets 10167 and data `DELAYED_BY` behind; with them every type
+        gets live data, as IB serves an entitled account."""
         if market_data_lines < 1:
             raise ValueError(f"market_data_lines must be >= 1, got {market_data_lines}")
         self.exchange = exchange
         self.host = host
         self._port = port
         self.market_data_lines = market_data_lines
+        self.realtime_data = realtime_data
         # Pacing is judged on the wall clock (as IB does) unless a fast simulated run passes
         # its market clock (seconds): then a simulated hour allows an hour's requests.
         # A dropped client's id lingers on the same clock.
@@ -338,13 +358,22 @@ class GatewayServer:
         ]
         if not streams or self.faults.silent_market_data:
             return 0
-        quotes: list[Quote | None]
-        try:
-            quotes = list(self.exchange.quotes([st.contract for _, _, st in streams]))
-        except ValueError:  # one contract went away (expired): price them one by one
-            quotes = [None] * len(streams)
+        quotes: dict[tuple[int, int], Quote | None] = {}
+        for delayed in (False, True):  # one priced batch per feed
+            group = [(s, r, st) for s, r, st in streams if st.delayed is delayed]
+            if not group:
+                continue
+            try:
+                contracts = [st.contract for _, _, st in group]
+                got: list[Quote | None] = list(
+                    self.exchange.quotes(contracts, self._feed_at(delayed))
+                )
+            except ValueError:  # one contract went away (expired): price them one by one
+                got = [None] * len(group)
+            quotes |= {(s.serial, r): q for (s, r, _), q in zip(group, got, strict=True)}
         count = 0
-        for (s, req_id, stream), q in zip(streams, quotes, strict=True):
+        for s, req_id, stream in streams:
+            q = quotes[(s.serial, req_id)]
             count += self._send_quote(s, req_id, stream, snapshot=False, quote=q)
         self._flush_all()
         return count
@@ -391,7 +420,27 @@ class GatewayServer:
         self.notify(1100)
 
     def connectivity_restored(self, *, data_kept: bool = True) -> None:
+        """1102 (data kept) or 1101: data lost, as IB loses it: every market-data line and
+        every account, summary and position subscription of every session ends silently,
+        and only a new request brings that data back."""
+        if not data_kept:
+            for s in self._sessions.values():
+                s.streams.clear()
+                s.summary_subs.clear()
+                s.account_updates = False
+                s.positions_sub = False
         self.notify(1102 if data_kept else 1101)
+
+    def entitlement_error(self, code: int, *symbols: str) -> None:
+        """Market-data requests for `symbols` (none: every symbol) answer IB's entitlement
+        `code` from now on: 354, 10168, 10197 (no data) or 10090 (no bid/ask)."""
+        if code not in (354, 10090, 10168, 10197):
+            raise ValueError(f"entitlement code must be 354, 10090, 10168 or 10197, got {code}")
+        for sym in symbols or ("*",):
+            self.faults.entitlement[sym.upper()] = code
+
+    def clear_entitlement_errors(self) -> None:
+        self.faults.entitlement.clear()
 
     def claim_client_id(self, *client_ids: int) -> None:
         """Treat these clientIds as taken by someone else (326 on connect)."""
@@ -769,7 +818,18 @@ class GatewayServer:
                 )
             )
             return
-        stream = _Stream(contract=c, md_type=0)
+        code = self.faults.entitlement.get(c.symbol.upper(), self.faults.entitlement.get("*"))
+        delayed = not self.realtime_data and s.md_type in (3, 4)
+        if code is None and not self.realtime_data and not delayed:
+            code = 354  # a live request without a live subscription
+        if code is not None and code != 10090:  # no data at all, no line held
+            s.send(msg.error(r.req_id, code, ENTITLEMENT_MESSAGES[code]))
+            return
+        if code == 10090:
+            s.send(msg.error(r.req_id, code, ENTITLEMENT_MESSAGES[code]))
+        elif delayed:
+            s.send(msg.error(r.req_id, 10167, ENTITLEMENT_MESSAGES[10167]))
+        stream = _Stream(contract=c, md_type=0, delayed=delayed, partial=code == 10090)
         if self.faults.silent_market_data:  # the line is taken, the ticks never come
             if not (r.snapshot or r.regulatory_snapshot):
                 s.streams[r.req_id] = stream
@@ -787,11 +847,15 @@ class GatewayServer:
         else:
             s.streams[r.req_id] = stream
 
-    def _reported_type(self, s: _Session, stale: bool) -> int:
-        delayed = s.md_type in (3, 4)
+    def _feed_at(self, delayed: bool) -> datetime | None:
+        """When a feed's prices are from: now (live) or `DELAYED_BY` ago."""
+        return self.now - DELAYED_BY if delayed else None
+
+    @staticmethod
+    def _reported_type(stream: _Stream, stale: bool) -> int:
         if stale:
-            return 4 if delayed else 2
-        return 3 if delayed else 1
+            return 4 if stream.delayed else 2
+        return 3 if stream.delayed else 1
 
     def _quote_fields(
         self,
@@ -802,20 +866,25 @@ class GatewayServer:
         report_type: bool,
         quote: Quote | None = None,
     ) -> list[list[object]]:
-        q = quote if quote is not None else self.exchange.quote(stream.contract)
-        md_type = self._reported_type(s, q.stale)
+        if quote is None:
+            quote = self.exchange.quotes([stream.contract], self._feed_at(stream.delayed))[0]
+        q = quote
+        md_type = self._reported_type(stream, q.stale)
         delayed = 1 if md_type in (3, 4) else 0
         out: list[list[object]] = []
         if report_type or md_type != stream.md_type:
             out.append(msg.market_data_type(req_id, md_type))
             stream.md_type = md_type
-        out.append(_price_tick(req_id, msg.TICK_BID[delayed], q.bid, q.bid_size))
-        out.append(_price_tick(req_id, msg.TICK_ASK[delayed], q.ask, q.ask_size))
+        if not stream.partial:
+            out.append(_price_tick(req_id, msg.TICK_BID[delayed], q.bid, q.bid_size))
+            out.append(_price_tick(req_id, msg.TICK_ASK[delayed], q.ask, q.ask_size))
         if math.isfinite(q.last):
             out.append(msg.tick_price(req_id, msg.TICK_LAST[delayed], q.last, 0))
         if q.volume:
             out.append(msg.tick_size(req_id, msg.TICK_VOLUME[delayed], q.volume))
         greeks = (q.iv, q.delta, q.gamma, q.vega, q.theta)
+        if stream.partial:  # 10090: only the subscription-independent ticks
+            return out
         if stream.contract.sec_type is SecType.OPT or any(math.isfinite(g) for g in greeks):
             out.append(
                 msg.tick_option_computation(
