@@ -97,6 +97,11 @@ class BrokerSettings(_Section):
     market_data_type: MarketDataType = Field(
         MarketDataType.DELAYED, description="live|frozen|delayed|delayed_frozen"
     )
+    allow_entries_on_delayed_data: bool = Field(
+        False,
+        description="Open positions and walk price ladders on delayed quotes (IB type 3/4, "
+        "15-20 min old); false: exits still go out, at natural, and entries are refused",
+    )
     paper: bool = Field(True, description="True for a paper account")
     live_trading_enabled: bool = Field(
         False,

@@ -165,8 +165,10 @@ class CycleReport:
         if not (math.isfinite(net_liq) and net_liq > 0):
             net_liq, pnl = math.nan, math.nan
         rules = self.rules
-        # a broker report reconciliation could not trust is a failed data item of its own
+        # a broker report reconciliation could not trust is a failed data item of its own,
+        # and so is a quote the broker withheld (an entitlement answer: 354, 10197, ...)
         suspect = self.reconcile.result.suspect_reports if self.reconcile else 0
+        suspect += len(self.market.withheld) if self.market else 0
         return CycleHealth(
             ok=self.ok,
             failure=self.failure,

@@ -117,7 +117,15 @@ async def run_cycle(ctx: CycleContext, *, wrap: Wrap = identity) -> CycleReport:
                     f"{len(problems)} exit(s) could not be worked, so no entries: "
                     + "; ".join(problems[:3])
                 )
-        if ctx.entries_allowed and report.reconcile.unresolved_breaks:
+        delayed_refused = view.delayed and not ctx.settings.broker.allow_entries_on_delayed_data
+        if ctx.entries_allowed and delayed_refused:
+            report.entries_skipped = (
+                f"{view.data_note}: entries refused on delayed data (exits went out at "
+                "natural); subscribe to real-time market data, or set "
+                "broker.allow_entries_on_delayed_data = true"
+            )
+            log.warning("cycle %s: %s", ctx.run_id, report.entries_skipped)
+        elif ctx.entries_allowed and report.reconcile.unresolved_breaks:
             report.entries_skipped = (
                 f"{report.reconcile.unresolved_breaks} unresolved reconciliation break(s): "
                 "no new risk on a book that disagrees with the broker"
@@ -185,6 +193,9 @@ class CycleRun:
                 "steps": list(r.steps),
                 "failure": r.failure,
                 "entries_skipped": r.entries_skipped,
+                "market_data": "live"
+                if r.market is None or not r.market.data_note
+                else r.market.data_note,
                 "decisions": 0 if r.rules is None else r.rules.decisions.height,
                 "no_data": 0 if r.rules is None else r.rules.no_data,
                 "exits": 0 if r.exits is None else len(r.exits.orders),
