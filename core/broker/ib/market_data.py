@@ -74,6 +74,9 @@ class MarketData:
         wake = asyncio.Event()
 
         def on_error(req_id: int, code: int, message: str, contract: object) -> None:
+            if code == 1101:  # IB dropped every line: re-request the incomplete ones
+                wake.set()
+                return
             relevant = contract is not None and id(contract) in wanted and req_id >= 0
             if relevant and classify_error(code) is not ErrorClass.WARNING:
                 errors[id(contract)] = (code, message)
@@ -85,6 +88,7 @@ class MarketData:
         tickers: dict[object, Ticker] = {}
         ib.errorEvent += on_error
         ib.pendingTickersEvent += on_pending
+        lost = self._conn.data_lost  # a 1101 from here on kills these requests
         try:
             for k, (_, ibc) in keyed.items():
                 tickers[k] = _reset(ib.reqMktData(ibc, "", False, False))
@@ -97,6 +101,11 @@ class MarketData:
                     for k, (c, ibc) in keyed.items()
                     if id(ibc) not in errors and not _ticks_complete(c, tickers[k])
                 ]
+                if pending and self._conn.data_lost != lost and ib.isConnected():
+                    lost = self._conn.data_lost
+                    logger.info("quotes: IB lost the data (1101); re-requesting %d", len(pending))
+                    for k in pending:  # the old request ids died with the data: no cancel
+                        tickers[k] = _reset(ib.reqMktData(keyed[k][1], "", False, False))
                 if not pending or any(code == 101 for code, _ in errors.values()):
                     break
                 remaining = deadline - loop.time()
