@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from gateway_world import broker_settings
 
 from core.broker.ib import IBBroker
 from core.domain import Action, Contract, OrderRequest, OrderType
