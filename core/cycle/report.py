@@ -15,6 +15,7 @@ from typing import Any
 
 import polars as pl
 
+from core.broker.base import BrokerError, ErrorClass
 from core.cycle.market import MarketView
 from core.domain import AccountSummary, OrderStatus
 from core.execution.executor import ExecStatus, ExecutionResult
@@ -144,11 +145,15 @@ class CycleReport:
     failed_step: str | None = None
     disconnected_s: float = 0.0
     entries_skipped: str | None = None  # why entries did not run although the gate allowed
+    broker_unreachable: bool = False  # the failure was the connection to IB (CONNECTIVITY)
     steps: list[str] = field(default_factory=list)
     finished_at: datetime | None = None
 
     def fail(self, step: str, exc: BaseException) -> None:
         text = str(exc).strip().splitlines()
+        self.broker_unreachable = (
+            isinstance(exc, BrokerError) and exc.kind is ErrorClass.CONNECTIVITY
+        )
         self.failed_step = step
         self.failure = f"{step}: {type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
         log.error("cycle %s failed in %s: %s", self.run_id, step, exc)

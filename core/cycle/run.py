@@ -13,7 +13,7 @@ the broker never touched) -> gate -> (nothing more if the gate forbids the broke
 connection is made) -> one broker connection for the run (always disconnected) ->
 `run_cycle` -> record the cycle's health -> the run's outcome (`RunOutcome`: Completed,
 CircuitTripped, CircuitOpen, ExitsOnly, HalfOpenProbe, BreakerUnavailable, StoreCorrupt,
-Failed). The flow maps that outcome onto its final state.
+BrokerUnavailable, Failed). The flow maps that outcome onto its final state.
 """
 
 from __future__ import annotations
@@ -64,6 +64,10 @@ log = logging.getLogger(f"v6.{__name__}")
 STEP_ERRORS: tuple[type[BaseException], ...] = (Exception, PanicException)
 
 STORE_CORRUPT = "StoreCorrupt"  # the outcome of a run that found a lost/rolled-back table
+# the outcome of a run that could not reach IB inside the planned-outage window (IB's
+# nightly reset, the gateway's scheduled restart): the next run retries, the breaker is
+# not told (outside the window the same failure counts like any other)
+BROKER_UNAVAILABLE = "BrokerUnavailable"
 
 # Step names: the flow's task names, and the keys of its retry policy.
 GATE = "breaker-gate"
@@ -253,6 +257,17 @@ async def run_trading_cycle(
     finally:
         await _disconnect(ctx)
     health = report.health()
+    planned = rt.settings.broker
+    if report.broker_unreachable and planned.in_planned_outage(report.started_at):
+        message = (
+            f"IB unreachable inside the planned outage window "
+            f"{planned.planned_outage_start:%H:%M}-{planned.planned_outage_end:%H:%M} "
+            f"New York (IB's nightly reset / the gateway's restart): {report.failure}; "
+            "the next run retries; the breaker is not told"
+        )
+        log.warning("cycle %s: %s", run_id, message)
+        outcome = RunOutcome(OutcomeType.COMPLETED, BROKER_UNAVAILABLE, message)
+        return CycleRun(run_id, gate, outcome, report, health)
     try:
         transition: Transition | None = await wrap(RECORD, breaker_record)(rt, health, run_id)
     except BreakerUnavailable as exc:
@@ -298,6 +313,7 @@ async def _disconnect(ctx: CycleContext) -> None:
 
 
 __all__ = [
+    "BROKER_UNAVAILABLE",
     "EXECUTE_ENTRIES",
     "EXECUTE_EXITS",
     "ORDER_STEPS",

@@ -431,6 +431,27 @@ class GatewayServer:
                 s.positions_sub = False
         self.notify(1102 if data_kept else 1101)
 
+    async def go_down(self) -> None:
+        """The gateway restarts (IBC's daily restart) or IB's nightly reset takes it away:
+        every session gets 1100 and drops, and new connections are refused until
+        `come_up()`."""
+        self.connectivity_lost()
+        self.drop_connections()
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+            self._server = None
+
+    async def come_up(self) -> None:
+        """Listen again, on the same port, after `go_down()`."""
+        if self._server is None:
+            self._server = await asyncio.start_server(self._serve, self.host, self._port)
+
+    @property
+    def is_down(self) -> bool:
+        return self._server is None
+
     def entitlement_error(self, code: int, *symbols: str) -> None:
         """Market-data requests for `symbols` (none: every symbol) answer IB's entitlement
         `code` from now on: 354, 10168, 10197 (no data) or 10090 (no bid/ask)."""
