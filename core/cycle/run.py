@@ -267,7 +267,7 @@ async def run_trading_cycle(
         )
         log.warning("cycle %s: %s", run_id, message)
         outcome = RunOutcome(OutcomeType.COMPLETED, BROKER_UNAVAILABLE, message)
-        return CycleRun(run_id, gate, outcome, report, health)
+        return CycleRun(run_id, gate, outcome, report)  # no health: the breaker was not told
     try:
         transition: Transition | None = await wrap(RECORD, breaker_record)(rt, health, run_id)
     except BreakerUnavailable as exc:

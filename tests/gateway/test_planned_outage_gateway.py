@@ -67,7 +67,7 @@ async def test_restart_inside_the_planned_window_is_broker_unavailable_not_a_tri
     assert time(10, 0) <= now.time() < time(11, 0)  # the window below holds the clock
     window = {"planned_outage_start": time(10, 0), "planned_outage_end": time(11, 0)}
     rt = runtime(gw, exchange, tmp_path / "data", **window)
-    await gw.go_down()
+    gw.go_down()
     run = await run_trading_cycle(rt, "cycle-in-window")
     assert run.outcome.type is OutcomeType.COMPLETED
     assert run.outcome.name == BROKER_UNAVAILABLE, run.outcome.message
@@ -86,7 +86,7 @@ async def test_the_same_outage_outside_the_window_counts_against_the_breaker(
 ) -> None:
     rt = runtime(gw, exchange, tmp_path / "data")  # IB's default window: 23:45-00:45
     assert not rt.settings.broker.in_planned_outage(exchange.market.clock.now())
-    await gw.go_down()
+    gw.go_down()
     run = await run_trading_cycle(rt, "cycle-outage")
     assert run.outcome.type is OutcomeType.FAILED, run.outcome
     assert run.outcome.name != BROKER_UNAVAILABLE

@@ -431,16 +431,14 @@ class GatewayServer:
                 s.positions_sub = False
         self.notify(1102 if data_kept else 1101)
 
-    async def go_down(self) -> None:
+    def go_down(self) -> None:
         """The gateway restarts (IBC's daily restart) or IB's nightly reset takes it away:
-        every session gets 1100 and drops, and new connections are refused until
-        `come_up()`."""
+        every session gets 1100 and drops, and new connections are refused (the port stops
+        listening at once) until `come_up()`."""
         self.connectivity_lost()
         self.drop_connections()
         if self._server is not None:
             self._server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2.0)
             self._server = None
 
     async def come_up(self) -> None:
