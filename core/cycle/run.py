@@ -124,7 +124,7 @@ async def run_cycle(ctx: CycleContext, *, wrap: Wrap = identity) -> CycleReport:
         delayed_refused = view.delayed and not ctx.settings.broker.allow_entries_on_delayed_data
         if ctx.entries_allowed and delayed_refused:
             report.entries_skipped = (
-                f"{view.data_note}: entries refused on delayed data (exits went out at "
+                f"{view.data_note}: entries refused on delayed data (exits are worked at "
                 "natural); subscribe to real-time market data, or set "
                 "broker.allow_entries_on_delayed_data = true"
             )

@@ -1474,17 +1474,24 @@ async def run_gateway(
     speed: float = 1.0,
     tick_s: float = 1.0,
     on_ready: Callable[[GatewayServer], None] | None = None,
+    realtime_data: bool = False,
 ) -> None:
     """Serve a SimExchange built from `settings` forever, advancing its clock in real time.
 
     `speed` is simulated seconds per wall second (1.0 = real time); the clock moves every
     `tick_s` wall seconds. `on_ready` receives the started server (its `.port`), which
-    matters when `port` is 0. Cancel the task to stop."""
+    matters when `port` is 0. `realtime_data`: the account holds real-time subscriptions
+    (default: none, as a new paper account; delayed requests get delayed data). Cancel
+    the task to stop."""
     if speed <= 0 or tick_s <= 0:
         raise ValueError(f"speed ({speed}) and tick_s ({tick_s}) must be > 0")
     exchange = _build_exchange(settings)
     server = GatewayServer(
-        exchange, host=host, port=port, market_data_lines=settings.broker.market_data_lines
+        exchange,
+        host=host,
+        port=port,
+        market_data_lines=settings.broker.market_data_lines,
+        realtime_data=realtime_data,
     )
     await server.start()
     logger.info(
