@@ -34,6 +34,7 @@ from core.clock import Clock
 from core.domain import Bar, Contract, Quote, SecType
 
 logger = v6_logger(__name__)
+HMDS_NO_DATA = "HMDS query returned no data"  # error 162's text for an empty query
 
 
 class MarketData:
@@ -170,20 +171,25 @@ class MarketData:
             what = "MIDPOINT"  # option prints are sparse: the protocol serves TRADES as mids
         timeout = self._conn.settings.request_timeout_s
         start = asyncio.get_running_loop().time()
-        bars = await self._requests.request(
-            f"historical bars of {c.describe()}",
-            self._conn.ib.reqHistoricalDataAsync(
-                to_ib_contract(c),
-                end.astimezone(UTC),
-                duration_str(duration),
-                bar_size,
-                whatToShow=what,
-                useRTH=False,
-                formatDate=2,
-                timeout=timeout,
-            ),
-            timeout=timeout + 1.0,
-        )
+        try:
+            bars = await self._requests.request(
+                f"historical bars of {c.describe()}",
+                self._conn.ib.reqHistoricalDataAsync(
+                    to_ib_contract(c),
+                    end.astimezone(UTC),
+                    duration_str(duration),
+                    bar_size,
+                    whatToShow=what,
+                    useRTH=False,
+                    formatDate=2,
+                    timeout=timeout,
+                ),
+                timeout=timeout + 1.0,
+            )
+        except BrokerError as exc:
+            if exc.code == 162 and HMDS_NO_DATA in str(exc):
+                return []  # IB's answer to a window without bars: none, not a failure
+            raise
         if not bars and asyncio.get_running_loop().time() - start >= timeout * 0.99:
             raise BrokerError(
                 f"historical bars of {c.describe()}: no answer within {timeout:g} s "

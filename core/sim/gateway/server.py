@@ -977,6 +977,9 @@ class GatewayServer:
                 code, text = 162, f"Historical Market Data Service error message:{text}"
             s.send(msg.error(r.req_id, code, text))
             return
+        if not bars:  # IB answers an empty query with an error, never an empty list
+            s.send(msg.error(r.req_id, 162, hmds_no_data(c, r.what_to_show)))
+            return
         start = end - duration
         s.send(
             msg.historical_data(r.req_id, msg.ib_time(start), msg.ib_time(end), bars, r.format_date)
@@ -1438,6 +1441,14 @@ def _option_family(wc: rq.WireContract) -> bool:
         and bool(wc.symbol)
         and bool(wc.expiry)
         and (not wc.strike or not wc.right)
+    )
+
+
+def hmds_no_data(c: Contract, what: str) -> str:
+    """IB's text for a historical query without data (error 162)."""
+    return (
+        "Historical Market Data Service error message:HMDS query returned no data: "
+        f"{c.local_symbol or c.symbol}@{c.exchange} {what.title()}"
     )
 
 
