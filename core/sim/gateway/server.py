@@ -753,8 +753,14 @@ class GatewayServer:
     def _contract_details(self, s: _Session, r: rq.ReqContractDetails) -> None:
         wc = r.contract
         found: list[Contract]
+        extra: msg.DetailsExtra | None = None
         if _option_family(wc):
             found = self._listed_options(wc)
+        elif _future_family(wc):  # every listed contract; CONTFUT: the front one
+            found = self._listed_futures(wc)
+            if wc.sec_type == "CONTFUT":
+                found = found[:1]
+                extra = msg.DetailsExtra(long_name=wc.symbol, sec_type="CONTFUT")
         else:
             c = self._resolve(wc)
             if c is None and wc.sec_type == "BAG" and not wc.legs:
@@ -766,8 +772,17 @@ class GatewayServer:
             )
             return
         for c in found:
-            s.send(msg.contract_details(r.req_id, c, self._details_extra(c)))
+            s.send(msg.contract_details(r.req_id, c, extra or self._details_extra(c)))
         s.send(msg.contract_details_end(r.req_id))
+
+    def _listed_futures(self, wc: rq.WireContract) -> list[Contract]:
+        """Every listed contract of a futures root, nearest expiry first (none for an
+        unknown root or another exchange)."""
+        try:
+            listed: list[Contract] = self.exchange.market.futures_contracts(wc.symbol)
+        except ValueError:
+            return []
+        return [c for c in listed if wc.exchange in ("", "SMART", c.exchange)]
 
     def _listed_options(self, wc: rq.WireContract) -> list[Contract]:
         """Every listed option matching a partial description (strike 0 and/or no right),
@@ -1449,6 +1464,18 @@ def hmds_no_data(c: Contract, what: str) -> str:
     return (
         "Historical Market Data Service error message:HMDS query returned no data: "
         f"{c.local_symbol or c.symbol}@{c.exchange} {what.title()}"
+    )
+
+
+def _future_family(wc: rq.WireContract) -> bool:
+    """A futures root without an expiry (or a continuous future): IB lists every
+    contract (CONTFUT: resolves to the front one)."""
+    return (
+        wc.sec_type in ("FUT", "CONTFUT")
+        and wc.con_id <= 0
+        and not wc.local_symbol
+        and not wc.expiry
+        and bool(wc.symbol)
     )
 
 
