@@ -72,4 +72,5 @@ async def test_a_quote_in_flight_requests_its_line_again_after_1101(
     (q,) = await task
     assert q.bid == exchange.quote(spy).bid and not q.unavailable  # the re-request answered
     assert gateway.request_counts["reqMktData"] == 2
+    await broker.current_time()  # the cancel has reached the gateway
     assert gateway.active_lines() == 0  # and it was cancelled at the end

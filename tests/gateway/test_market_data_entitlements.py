@@ -68,6 +68,7 @@ async def test_delayed_request_gets_the_price_of_fifteen_minutes_ago(
         assert q_opt.delta == pytest.approx(past_opt.delta)
         raw = b.ib.ticker(to_ib_contract(opt))
         assert raw is not None and raw.marketDataType == 3
+        await b.current_time()  # the cancels have reached the gateway
         assert paper_gateway.active_lines() == 0
     finally:
         await b.disconnect()
@@ -83,6 +84,7 @@ async def test_live_request_without_a_subscription_is_354_flagged_never_zero(
         assert math.isnan(q.bid) and math.isnan(q.ask) and not q.has_greeks
         assert q.unavailable.startswith("IB 354") and "subscribe" in q.unavailable
         assert not q.delayed
+        await b.current_time()
         assert paper_gateway.active_lines() == 0  # no line held by a refused request
     finally:
         await b.disconnect()

@@ -125,7 +125,6 @@ class MarketData:
                 for k in tickers:
                     with contextlib.suppress(Exception):
                         ib.cancelMktData(keyed[k][1])
-        await self._requests.barrier()  # ticks sent with a late answer (10090) are in
         capacity = [m for code, m in errors.values() if code == 101]
         if capacity:
             raise BrokerError(
