@@ -4,7 +4,7 @@ V6 reads as no bars; a pacing violation stays an error."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 import pytest
 from ib_async import RequestError
@@ -13,6 +13,7 @@ from core.broker import BrokerError, ErrorClass
 from core.broker.ib import IBBroker
 from core.broker.ib.convert import to_ib_contract
 from core.domain import Contract
+from core.domain.timezones import MARKET_TZ
 from core.sim.exchange import SimExchange
 from core.sim.gateway.server import GatewayServer
 
@@ -48,3 +49,25 @@ async def test_pacing_is_still_an_error(
         )
     assert raised.value.code == 162 and raised.value.kind is ErrorClass.DATA
     assert "pacing violation" in str(raised.value)
+
+
+async def test_use_rth_keeps_the_regular_session_of_a_future(
+    broker: IBBroker, exchange: SimExchange
+) -> None:
+    front = exchange.market.front_future("ES")
+    end = exchange.market.clock.now()
+    ib_es = to_ib_contract(front)
+    all_hours = await broker.ib.reqHistoricalDataAsync(
+        ib_es, end, "86400 S", "5 mins", "TRADES", False, 2, timeout=5
+    )
+    rth = await broker.ib.reqHistoricalDataAsync(
+        ib_es, end, "86400 S", "5 mins", "TRADES", True, 2, timeout=5
+    )
+
+    def local(b: object) -> time:
+        return b.date.astimezone(MARKET_TZ).time()  # type: ignore[attr-defined]
+
+    assert rth and all(time(9, 30) <= local(b) < time(16, 0) for b in rth)
+    outside = [b for b in all_hours if not time(9, 30) <= local(b) < time(16, 0)]
+    assert outside  # Globex trades overnight: useRTH=0 has them
+    assert len(all_hours) == len(rth) + len(outside)

@@ -24,6 +24,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from datetime import time as dt_time
 from typing import Any, Protocol
 
 from core.config import Settings, SimSettings
@@ -992,6 +993,8 @@ class GatewayServer:
                 code, text = 162, f"Historical Market Data Service error message:{text}"
             s.send(msg.error(r.req_id, code, text))
             return
+        if r.use_rth:  # useRTH=1: only bars inside regular trading hours
+            bars = [b for b in bars if _regular_hours(b.time)]
         if not bars:  # IB answers an empty query with an error, never an empty list
             s.send(msg.error(r.req_id, 162, hmds_no_data(c, r.what_to_show)))
             return
@@ -1457,6 +1460,17 @@ def _option_family(wc: rq.WireContract) -> bool:
         and bool(wc.expiry)
         and (not wc.strike or not wc.right)
     )
+
+
+RTH_OPEN, RTH_CLOSE = dt_time(9, 30), dt_time(16, 0)  # New York
+
+
+def _regular_hours(t: datetime) -> bool:
+    """Does a bar starting at `t` lie in regular trading hours (09:30-16:00 New York on a
+    weekday)? For ES and the other equity-index futures IB's liquid hours are the same
+    span (08:30-15:00 Chicago), narrower than their near-24-hour Globex session."""
+    local = t.astimezone(MARKET_TZ)
+    return local.weekday() < 5 and RTH_OPEN <= local.time() < RTH_CLOSE
 
 
 def hmds_no_data(c: Contract, what: str) -> str:
