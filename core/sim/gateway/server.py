@@ -447,10 +447,6 @@ class GatewayServer:
         if self._server is None:
             self._server = await asyncio.start_server(self._serve, self.host, self._port)
 
-    @property
-    def is_down(self) -> bool:
-        return self._server is None
-
     def entitlement_error(self, code: int, *symbols: str) -> None:
         """Market-data requests for `symbols` (none: every symbol) answer IB's entitlement
         `code` from now on: 354, 10168, 10197 (no data) or 10090 (no bid/ask)."""
