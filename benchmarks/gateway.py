@@ -133,7 +133,7 @@ async def main(n: int, rounds: int) -> dict[str, float | int]:
     ex.market.clock.advance(timedelta(days=7))  # a week of history behind the clock
     ex.on_clock()
     contracts = options(ex, n)
-    async with GatewayServer(ex, market_data_lines=10 * n) as gw:
+    async with GatewayServer(ex, market_data_lines=10 * n, realtime_data=True) as gw:
         ib_mps = await ib_async_rate(gw, contracts, rounds)
         raw_mps = await raw_rate(gw, contracts, rounds)
         bps = await bars_rate(gw, 5)

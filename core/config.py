@@ -13,7 +13,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from contextvars import ContextVar
-from datetime import date, time
+from datetime import date, datetime, time
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, get_args, get_origin
@@ -97,6 +97,11 @@ class BrokerSettings(_Section):
     market_data_type: MarketDataType = Field(
         MarketDataType.DELAYED, description="live|frozen|delayed|delayed_frozen"
     )
+    allow_entries_on_delayed_data: bool = Field(
+        False,
+        description="Open positions and walk price ladders on delayed quotes (IB type 3/4, "
+        "15-20 min old); false: exits still go out, at natural, and entries are refused",
+    )
     paper: bool = Field(True, description="True for a paper account")
     live_trading_enabled: bool = Field(
         False,
@@ -126,6 +131,18 @@ class BrokerSettings(_Section):
         le=1000,
         description="clean cycles after an IB 101 before the line cap grows by one",
     )
+    planned_outage_start: time = Field(
+        time(23, 45),
+        description="start of the daily window (market time) in which IB may be away: its "
+        "nightly server reset (North America 23:45-00:45 ET) and your gateway's scheduled "
+        "restart (IBC) must both fall inside; a run that cannot reach IB then ends "
+        "BrokerUnavailable without counting against the breaker",
+    )
+    planned_outage_end: time = Field(
+        time(0, 45),
+        description="end of that window, market time (may be past midnight); equal to the "
+        "start = no planned window",
+    )
     max_messages_per_s: int = Field(
         45,
         ge=0,
@@ -147,6 +164,16 @@ class BrokerSettings(_Section):
                 "clients above 50 messages/s: set broker.max_messages_per_s between 1 and 50"
             )
         return self
+
+    def in_planned_outage(self, at: datetime) -> bool:
+        """Is `at` inside the daily planned-outage window (market time, may wrap midnight)?"""
+        start, end = self.planned_outage_start, self.planned_outage_end
+        t = at.astimezone(MARKET_TZ).time().replace(tzinfo=None)
+        if start == end:
+            return False
+        if start < end:
+            return start <= t < end
+        return t >= start or t < end
 
     @property
     def is_live(self) -> bool:

@@ -258,6 +258,14 @@ def gateway_sim(
     port: Annotated[int, typer.Option(help="TCP port (4002 = IB paper gateway; 0 = any)")] = 4002,
     host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
     speed: Annotated[float, typer.Option(help="simulated seconds per wall second")] = 1.0,
+    realtime_data: Annotated[
+        bool,
+        typer.Option(
+            "--realtime-data",
+            help="the account holds real-time market-data subscriptions (default: none, as "
+            "a new paper account: delayed requests get 15-minute-old data, live ones 354)",
+        ),
+    ] = False,
     config: ConfigOption = None,
 ) -> None:
     """Run the IB gateway simulator (TWS socket protocol over the market simulator)."""
@@ -276,7 +284,11 @@ def gateway_sim(
         )
 
     try:
-        asyncio.run(run_gateway(host, port, settings, speed=speed, on_ready=ready))
+        asyncio.run(
+            run_gateway(
+                host, port, settings, speed=speed, on_ready=ready, realtime_data=realtime_data
+            )
+        )
     except KeyboardInterrupt:
         console.print("gateway simulator stopped")
     except OSError as exc:

@@ -105,6 +105,7 @@ class Demo:
             market_data_lines=self.settings.broker.market_data_lines,
             # the demo compresses a day into seconds: pace history requests in market time
             pacing_clock=lambda: self.clock.now().timestamp(),
+            realtime_data=True,  # the demo trades on live data (demo_settings)
         ) as gateway:
             self.gateway = gateway
             settings = demo_settings(self.settings, gateway.port)

@@ -12,9 +12,11 @@ from datetime import timedelta
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.states import State
+from prefect.states import Completed, State
 
+from core.broker.base import BrokerError, ErrorClass
 from core.calendar import MarketCalendar
+from core.cycle.run import BROKER_UNAVAILABLE
 from core.marketdata.futures_collection import PreparedBatch
 from core.run_guard import Session
 from core.runtime import current_runtime
@@ -56,7 +58,18 @@ async def futures_collection(
         calendar.is_regular_open(now) or calendar.is_regular_open(now - UNDERLYING_GRACE)
     )
 
-    broker = await connect_broker()
+    try:
+        broker = await connect_broker()
+    except BrokerError as exc:  # IB's nightly reset falls inside the Globex session
+        b = rt.settings.broker
+        if exc.kind is not ErrorClass.CONNECTIVITY or not b.in_planned_outage(now):
+            raise
+        message = (
+            f"IB unreachable inside the planned outage window {b.planned_outage_start:%H:%M}-"
+            f"{b.planned_outage_end:%H:%M} New York: {exc}; the next run backfills"
+        )
+        log.warning(message)
+        return Completed(name=BROKER_UNAVAILABLE, message=message)
     try:
         contracts = await resolve_front_futures(broker, roots, now)
         futures = await collect_bars(broker, contracts, "future", now)

@@ -66,6 +66,7 @@ class Hooks:
     gateway: GatewayServer
     kill_after_submit: bool = False
     connectivity_blip: bool = False
+    data_loss: bool = False  # the next quotes meet 1100 then 1101 (every subscription lost)
     killed: int = 0
     blips: int = 0
     brokers_built: int = 0
@@ -84,6 +85,11 @@ class ChaosIBBroker(IBBroker):
             h.gateway.connectivity_lost()
             await asyncio.sleep(0.01)
             h.gateway.connectivity_restored(data_kept=True)
+        if h.data_loss:
+            h.data_loss = False
+            h.blips += 1
+            h.gateway.connectivity_lost()
+            h.gateway.connectivity_restored(data_kept=False)
         return await super().quotes(contracts)
 
     async def place_order(self, order: OrderRequest) -> OrderState:
@@ -146,6 +152,12 @@ def arm(kind: FaultKind, gw: GatewayServer, ex: SimExchange, hooks: Hooks) -> No
             ex.faults.assign_next = True
         case FaultKind.EXPIRY_EXERCISE:
             ex.faults.exercise_next = True
+        case FaultKind.DATA_LOST_1101:
+            hooks.data_loss = True
+        case FaultKind.ENTITLEMENT:
+            gw.entitlement_error(10197)
+        case FaultKind.RESET_WINDOW:
+            gw.go_down()  # the soak runs this cycle inside a planned window (`Soak._cycle`)
         case _:
             pass  # the soak runs the concurrent writer, the crash regime, the fail-closed
             # faults (`fail_closed`) itself
@@ -202,6 +214,15 @@ def fired_after_cycle(
             return not ex.faults.assign_next
         case FaultKind.EXPIRY_EXERCISE:
             return not ex.faults.exercise_next
+        case FaultKind.DATA_LOST_1101:
+            fired = not hooks.data_loss
+            hooks.data_loss = False
+            return fired
+        case FaultKind.ENTITLEMENT:
+            gw.clear_entitlement_errors()
+            return quoted
+        case FaultKind.RESET_WINDOW:
+            return True  # the gateway was down; `Soak._cycle` brings it back and checks
         case _:
             return True
 

@@ -18,7 +18,7 @@ import polars as pl
 
 from core.book.ledger import Book
 from core.config import Settings
-from core.cycle.run import CycleRun
+from core.cycle.run import BROKER_UNAVAILABLE, CycleRun
 from core.domain import OrderState, SecType
 from core.domain.order_refs import parse_order_ref
 from core.domain.strategies import IntentPurpose, Origin, StrategyStatus
@@ -67,6 +67,22 @@ def book_matches_broker(store: DeltaStore, exchange: SimExchange) -> list[str]:
         f"book != broker for conId {r['con_id']}: book {r['book']}, broker {r['broker']}"
         for r in diff.head(5).iter_rows(named=True)
     ]
+
+
+def reset_window_held(run: CycleRun | None) -> list[str]:
+    """A cycle that found the gateway down inside the planned outage window ends
+    BrokerUnavailable and leaves the breaker alone (a cycle that never touched the broker,
+    gated or leased out, had nothing to meet)."""
+    if run is None or run.report is None:
+        return []
+    if run.outcome.name != BROKER_UNAVAILABLE:
+        return [
+            f"the gateway was down inside the planned window, yet the cycle ended "
+            f"{run.outcome.name}: {run.outcome.message}"
+        ]
+    if run.transition is not None or run.report.entries is not None:
+        return ["a cycle inside the planned outage window moved the breaker or entered"]
+    return []
 
 
 def exec_ids_unique(store: DeltaStore) -> list[str]:

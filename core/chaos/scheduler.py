@@ -41,6 +41,10 @@ class FaultKind(StrEnum):
     ABSURD_POSITION = "absurd_position"  # the gateway reports 1e15 contracts at 1e300
     UNDECODABLE_MESSAGE = "undecodable_message"  # a position message ib_async cannot decode
     CONCURRENT_CYCLE = "concurrent_cycle"  # another cycle holds the lease
+    # IB's data and connectivity path (issue 24)
+    DATA_LOST_1101 = "data_lost_1101"  # IB restores the connection with every subscription lost
+    ENTITLEMENT = "entitlement_error"  # IB withholds market data (10197: a competing session)
+    RESET_WINDOW = "reset_window"  # the gateway is down inside the planned outage window
 
 
 # Kinds armed per cycle (the crash day is a session-level setting chosen up front).

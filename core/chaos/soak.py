@@ -55,6 +55,7 @@ from core.cycle.lease import SKIPPED, hold_cycle_lease
 from core.cycle.run import RECONCILE, CycleRun, run_trading_cycle
 from core.domain import OrderState
 from core.domain.order_refs import parse_order_ref
+from core.domain.timezones import MARKET_TZ
 from core.risk.breaker import Breaker, BreakerState
 from core.runtime import Runtime
 from core.sim.exchange import SimExchange, build_exchange
@@ -219,6 +220,7 @@ class Soak:
             port=0,
             market_data_lines=lines,
             pacing_clock=lambda: clock.now().timestamp(),
+            realtime_data=True,  # the soak trades: a live subscription (chaos_settings)
         ) as gw:
             settings = chaos_settings(self.base, self.root, gw.port, self.seed, self.crash)
             hooks = Hooks(gateway=gw)
@@ -276,6 +278,8 @@ class Soak:
             for k in kinds & FAIL_CLOSED_FAULTS
         ]
         run_id = f"chaos-{self.seed}-{i:05d}-{at:%Y%m%d%H%M}"
+        reset = FaultKind.RESET_WINDOW in kinds
+        cycle_rt = self._in_planned_window(settings, clock, hooks, at) if reset else rt
         reconciled: list[str] = []
         run: CycleRun | None = None
         try:
@@ -283,7 +287,7 @@ class Soak:
             async with hold_cycle_lease(rt.store, run_id, ttl) as busy:
                 if busy is None:
                     wrap = self._wrap(rt, ex, reconciled, run_id)
-                    run = await run_trading_cycle(rt, run_id, wrap=wrap)
+                    run = await run_trading_cycle(cycle_rt, run_id, wrap=wrap)
             self.last_outcome = SKIPPED if run is None else run.outcome.name
             self.report.outcomes[self.last_outcome] += 1
         except ProcessKilled as exc:
@@ -315,6 +319,9 @@ class Soak:
             self._check("concurrent_writer", problems, run_id)
         for t in tampered:
             restore(t, rt.store, gw, ttl)
+        if reset:
+            await gw.come_up()
+            self._check("reset_window_held", inv.reset_window_held(run), run_id)
         if reconciled:
             self._fail(run_id, reconciled)
         quoted = run is not None and run.report is not None and "market-data" in run.report.steps
@@ -338,6 +345,19 @@ class Soak:
             self.report.handled[FaultKind.CRASH_DAY.value] += 1  # the whole session held
         self.report.cycles += 1
         return rt
+
+    def _in_planned_window(
+        self, settings: Settings, clock: SimClock, hooks: Hooks, at: datetime
+    ) -> Runtime:
+        """A runtime whose planned outage window holds `at` (the soak's cycles run in market
+        hours; IB's nightly window does not): the reset-window fault's cycle runs on it."""
+        local = at.astimezone(MARKET_TZ)
+        window = {
+            "planned_outage_start": (local - timedelta(minutes=30)).time(),
+            "planned_outage_end": (local + timedelta(minutes=30)).time(),
+        }
+        broker = settings.broker.model_copy(update=window)
+        return self._runtime(settings.model_copy(update={"broker": broker}), clock, hooks)
 
     def _wrap(
         self, rt: Runtime, ex: SimExchange, out: list[str], run_id: str

@@ -106,6 +106,27 @@ class MarketView:
     vix: float
     quoted: int = 0
     slots: Mapping[str, int] = field(default_factory=dict)
+    delayed: int = 0  # quotes the broker sent from its delayed feed
+    delay_s: float = 0.0  # how far behind the market the oldest of them is (about)
+    withheld: tuple[str, ...] = ()  # one reason (with its fix) per quote the broker withheld
+
+    @property
+    def data_note(self) -> str:
+        """What the quotes were, in one line for the summary ('' when all live)."""
+        parts = []
+        if self.delayed:
+            parts.append(
+                f"{self.delayed} of {self.quoted} quote(s) delayed "
+                f"(about {self.delay_s / 60:.0f} min old, IB market-data type 3/4)"
+            )
+        if self.withheld:
+            reasons = list(dict.fromkeys(self.withheld))
+            parts.append(
+                f"{len(self.withheld)} of {self.quoted} quote(s) withheld by IB: "
+                + "; ".join(reasons[:3])
+                + (f" (and {len(reasons) - 3} more)" if len(reasons) > 3 else "")
+            )
+        return "; ".join(parts)
 
     def deltas(self) -> dict[int, float]:
         """con_id -> delta per unit (NaN kept: the limits refuse unknown risk)."""
@@ -416,6 +437,9 @@ async def load_market(
         bars=bars,
         vix=vix if math.isfinite(vix) else math.nan,
         quoted=len(asked),
+        delayed=sum(1 for q in quotes if q.delayed),
+        delay_s=max((q.age_s for q in quotes if q.delayed), default=0.0),
+        withheld=tuple(q.unavailable for q in quotes if q.unavailable),
     )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import polars as pl
 
+from core.broker.base import BrokerError, ErrorClass
 from core.cycle.market import MarketView
 from core.domain import AccountSummary, OrderStatus
 from core.execution.executor import ExecStatus, ExecutionResult
@@ -144,11 +145,15 @@ class CycleReport:
     failed_step: str | None = None
     disconnected_s: float = 0.0
     entries_skipped: str | None = None  # why entries did not run although the gate allowed
+    broker_unreachable: bool = False  # the failure was the connection to IB (CONNECTIVITY)
     steps: list[str] = field(default_factory=list)
     finished_at: datetime | None = None
 
     def fail(self, step: str, exc: BaseException) -> None:
         text = str(exc).strip().splitlines()
+        self.broker_unreachable = (
+            isinstance(exc, BrokerError) and exc.kind is ErrorClass.CONNECTIVITY
+        )
         self.failed_step = step
         self.failure = f"{step}: {type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
         log.error("cycle %s failed in %s: %s", self.run_id, step, exc)
@@ -165,8 +170,10 @@ class CycleReport:
         if not (math.isfinite(net_liq) and net_liq > 0):
             net_liq, pnl = math.nan, math.nan
         rules = self.rules
-        # a broker report reconciliation could not trust is a failed data item of its own
+        # a broker report reconciliation could not trust is a failed data item of its own,
+        # and so is a quote the broker withheld (an entitlement answer: 354, 10197, ...)
         suspect = self.reconcile.result.suspect_reports if self.reconcile else 0
+        suspect += len(self.market.withheld) if self.market else 0
         return CycleHealth(
             ok=self.ok,
             failure=self.failure,

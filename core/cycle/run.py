@@ -13,7 +13,7 @@ the broker never touched) -> gate -> (nothing more if the gate forbids the broke
 connection is made) -> one broker connection for the run (always disconnected) ->
 `run_cycle` -> record the cycle's health -> the run's outcome (`RunOutcome`: Completed,
 CircuitTripped, CircuitOpen, ExitsOnly, HalfOpenProbe, BreakerUnavailable, StoreCorrupt,
-Failed). The flow maps that outcome onto its final state.
+BrokerUnavailable, Failed). The flow maps that outcome onto its final state.
 """
 
 from __future__ import annotations
@@ -64,6 +64,10 @@ log = logging.getLogger(f"v6.{__name__}")
 STEP_ERRORS: tuple[type[BaseException], ...] = (Exception, PanicException)
 
 STORE_CORRUPT = "StoreCorrupt"  # the outcome of a run that found a lost/rolled-back table
+# the outcome of a run that could not reach IB inside the planned-outage window (IB's
+# nightly reset, the gateway's scheduled restart): the next run retries, the breaker is
+# not told (outside the window the same failure counts like any other)
+BROKER_UNAVAILABLE = "BrokerUnavailable"
 
 # Step names: the flow's task names, and the keys of its retry policy.
 GATE = "breaker-gate"
@@ -117,7 +121,15 @@ async def run_cycle(ctx: CycleContext, *, wrap: Wrap = identity) -> CycleReport:
                     f"{len(problems)} exit(s) could not be worked, so no entries: "
                     + "; ".join(problems[:3])
                 )
-        if ctx.entries_allowed and report.reconcile.unresolved_breaks:
+        delayed_refused = view.delayed and not ctx.settings.broker.allow_entries_on_delayed_data
+        if ctx.entries_allowed and delayed_refused:
+            report.entries_skipped = (
+                f"{view.data_note}: entries refused on delayed data (exits are worked at "
+                "natural); subscribe to real-time market data, or set "
+                "broker.allow_entries_on_delayed_data = true"
+            )
+            log.warning("cycle %s: %s", ctx.run_id, report.entries_skipped)
+        elif ctx.entries_allowed and report.reconcile.unresolved_breaks:
             report.entries_skipped = (
                 f"{report.reconcile.unresolved_breaks} unresolved reconciliation break(s): "
                 "no new risk on a book that disagrees with the broker"
@@ -185,6 +197,9 @@ class CycleRun:
                 "steps": list(r.steps),
                 "failure": r.failure,
                 "entries_skipped": r.entries_skipped,
+                "market_data": "live"
+                if r.market is None or not r.market.data_note
+                else r.market.data_note,
                 "decisions": 0 if r.rules is None else r.rules.decisions.height,
                 "no_data": 0 if r.rules is None else r.rules.no_data,
                 "exits": 0 if r.exits is None else len(r.exits.orders),
@@ -242,6 +257,17 @@ async def run_trading_cycle(
     finally:
         await _disconnect(ctx)
     health = report.health()
+    planned = rt.settings.broker
+    if report.broker_unreachable and planned.in_planned_outage(report.started_at):
+        message = (
+            f"IB unreachable inside the planned outage window "
+            f"{planned.planned_outage_start:%H:%M}-{planned.planned_outage_end:%H:%M} "
+            f"New York (IB's nightly reset / the gateway's restart): {report.failure}; "
+            "the next run retries; the breaker is not told"
+        )
+        log.warning("cycle %s: %s", run_id, message)
+        outcome = RunOutcome(OutcomeType.COMPLETED, BROKER_UNAVAILABLE, message)
+        return CycleRun(run_id, gate, outcome, report)  # no health: the breaker was not told
     try:
         transition: Transition | None = await wrap(RECORD, breaker_record)(rt, health, run_id)
     except BreakerUnavailable as exc:
@@ -287,6 +313,7 @@ async def _disconnect(ctx: CycleContext) -> None:
 
 
 __all__ = [
+    "BROKER_UNAVAILABLE",
     "EXECUTE_ENTRIES",
     "EXECUTE_EXITS",
     "ORDER_STEPS",

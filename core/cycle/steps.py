@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 
 import polars as pl
@@ -126,7 +127,7 @@ async def market_data(ctx: CycleContext) -> MarketView:
     }
     if report is not None:
         slots |= report.as_dict()
-    return MarketView(view.as_of, view.legs, view.context, view.bars, view.vix, view.quoted, slots)
+    return replace(view, slots=slots)
 
 
 async def exit_rules(ctx: CycleContext, view: MarketView) -> RulesStep:
@@ -155,9 +156,12 @@ async def execute_exits(ctx: CycleContext, rules: RulesStep, view: MarketView) -
     engine = RulesEngine(ctx.store, ctx.settings.rules)
     chains: dict[str, pl.DataFrame] = {}
     orders: list[ExitOrder] = []
+    # a ladder from a 15-minute-old mid only spends its rungs: on delayed quotes an exit
+    # goes straight at natural (still bounded by it), unless delayed data is trusted
+    at_natural = view.delayed > 0 and not ctx.settings.broker.allow_entries_on_delayed_data
     for row in rules.run.actionable().iter_rows(named=True):
         sid, action = row["strategy_id"], row["action"]
-        urgent = row["urgency"] == Urgency.IMMEDIATE.value
+        urgent = row["urgency"] == Urgency.IMMEDIATE.value or at_natural
         reason = row["reason"] or ""
         try:
             if action == ExitAction.REDUCE.value:

@@ -165,7 +165,8 @@ def artifacts_for(run: CycleRun) -> CycleArtifacts:
             f"| order rejections | {h.rejections} |",
             f"| disconnected | {_fmt(h.disconnected_s, 1)} s |",
             f"| unresolved breaks | {h.unresolved_breaks} |",
-            f"| NO_DATA / strategies | {h.data_quality_failures} / {h.data_points} |",
+            f"| failed / data items (NO_DATA, suspect reports, withheld quotes) | "
+            f"{h.data_quality_failures} / {h.data_points} |",
         ]
     if report.market is not None and report.market.slots:
         s = report.market.slots
@@ -173,6 +174,8 @@ def artifacts_for(run: CycleRun) -> CycleArtifacts:
             f"\nMarket data: {s.get('quoted', 0)} contracts quoted in batches within "
             f"{s.get('cap', 0)} of {s.get('budget', 0)} lines."
         )
+    if report.market is not None and report.market.data_note:
+        lines.append(f"\n**Market data quality**: {report.market.data_note}.")
     for title, name in (
         ("Decisions", "decisions"),
         ("Orders", "orders"),

@@ -15,7 +15,10 @@ class Quote:
 
     Greeks are per one unit of the underlying (IB's convention), not per contract.
     `stale` is set when the data is older than the caller's freshness bound or the
-    broker flagged it frozen/delayed-frozen.
+    broker flagged it frozen/delayed-frozen. `delayed`: the broker sent delayed data (IB
+    market-data type 3/4, about `age_s` seconds behind the market); `age_s` is 0 for live
+    data. `unavailable`: why the broker withheld this contract's data (an entitlement
+    answer such as IB 354 or 10197, with its fix); '' when it did not.
     """
 
     contract: Contract
@@ -33,6 +36,9 @@ class Quote:
     theta: float = math.nan
     underlying_price: float = math.nan
     stale: bool = False
+    delayed: bool = False
+    age_s: float = 0.0
+    unavailable: str = ""
 
     @property
     def mid(self) -> float:

@@ -339,21 +339,22 @@ class SimExchange:
     def quote(self, contract: Contract) -> Quote:
         return self.quotes([contract])[0]
 
-    def quotes(self, contracts: Sequence[Contract]) -> list[Quote]:
-        """Snapshots with FaultPlan applied (stale / NaN greeks / crossed)."""
+    def quotes(self, contracts: Sequence[Contract], at: datetime | None = None) -> list[Quote]:
+        """Snapshots with FaultPlan applied (stale / NaN greeks / crossed); `at` prices them
+        at an earlier time (a delayed feed), which neither feeds nor reads the stale cache."""
         with self._lock:
             found = self.market.qualify_many(contracts)
             for asked, known in zip(contracts, found, strict=True):
                 if known is None:
                     self._resolve(asked)  # raises the IB-200 error naming the contract
             resolved = [k for k in found if k is not None]
-            fresh = self.market.quotes_qualified(resolved)
+            fresh = self.market.quotes_qualified(resolved, at)
             out: list[Quote] = []
             for c, q in zip(resolved, fresh, strict=True):
                 key = _quote_key(c)
-                if self.faults.stale_quotes:
-                    q = replace(self._last_quotes.get(key, q), stale=True)
-                else:
+                if self.faults.stale_quotes:  # a delayed feed freezes at its own past
+                    q = replace(self._last_quotes.get(key, q) if at is None else q, stale=True)
+                elif at is None:
                     self._last_quotes[key] = q
                 if self.faults.nan_greeks and c.sec_type in (SecType.OPT, SecType.BAG):
                     q = replace(

@@ -669,15 +669,18 @@ class MarketSimulator:
     def quote(self, contract: Contract) -> Quote:
         return self.quotes([contract])[0]
 
-    def quotes(self, contracts: Sequence[Contract]) -> list[Quote]:
-        """Snapshot quotes at the clock's time, options priced together in one pass."""
-        ts = self._now(None)
+    def quotes(self, contracts: Sequence[Contract], at: datetime | None = None) -> list[Quote]:
+        """Snapshot quotes at the clock's time (or at `at`, e.g. a delayed feed's past),
+        options priced together in one pass."""
+        ts = self._now(at)
         day = self.calendar.trading_day(from_epoch(ts))
-        return self.quotes_qualified([self.resolve(c, day) for c in contracts])
+        return self.quotes_qualified([self.resolve(c, day) for c in contracts], at)
 
-    def quotes_qualified(self, resolved: Sequence[Contract]) -> list[Quote]:
+    def quotes_qualified(
+        self, resolved: Sequence[Contract], at: datetime | None = None
+    ) -> list[Quote]:
         """`quotes` for contracts that came out of `qualify` (skips qualifying again)."""
-        ts = self._now(None)
+        ts = self._now(at)
         now = from_epoch(ts)
         singles: dict[int, Contract] = {}
         for c in resolved:

@@ -74,7 +74,7 @@ async def _world(kind: str) -> AsyncIterator[World]:
     from core.broker.ib import IBBroker
     from core.sim.gateway.server import GatewayServer
 
-    async with GatewayServer(exchange) as gw:
+    async with GatewayServer(exchange, realtime_data=True) as gw:
         ib = IBBroker(broker_settings(gw), clock=exchange.market.clock)
         await ib.connect()
         try:

@@ -13,6 +13,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from core.analysis.futures import LeadingSignal, latest_signal
+from core.broker.base import BrokerError, ErrorClass
 from core.broker.sim import SimBroker
 from core.clock import SimClock
 from core.config import Settings
@@ -209,3 +210,29 @@ async def test_each_run_publishes_a_collection_table(rt: Runtime) -> None:
     assert arts
     table = arts[-1].data
     assert isinstance(table, str) and "gap_filled" in table and "quarantined" in table
+
+
+class UnreachableSimBroker(SimBroker):
+    """A gateway that refuses connections (IB's nightly reset, a gateway restart)."""
+
+    async def connect(self) -> None:
+        raise BrokerError("cannot connect to IB: connection refused", ErrorClass.CONNECTIVITY)
+
+
+async def test_unreachable_inside_the_planned_window_is_broker_unavailable(
+    tmp_path: Path,
+) -> None:
+    at = datetime(2026, 3, 4, 5, 0, 20, tzinfo=UTC)  # 00:00 ET: Globex open, IB resetting
+    runtime = make_runtime(tmp_path, at, UnreachableSimBroker)
+    assert runtime.settings.broker.in_planned_outage(at)
+    with use_runtime(runtime):
+        state = await futures_collection(return_state=True)
+    assert state.is_completed() and state.name == "BrokerUnavailable", state.message
+    assert "planned outage window 23:45-00:45" in str(state.message)
+
+
+async def test_unreachable_outside_the_window_fails(tmp_path: Path) -> None:
+    runtime = make_runtime(tmp_path, T0, UnreachableSimBroker)
+    with use_runtime(runtime):
+        state = await futures_collection(return_state=True)
+    assert state.is_failed(), (state.name, state.message)

@@ -78,7 +78,7 @@ class World:
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
     exchange = make_exchange()
-    gateway = GatewayServer(exchange)
+    gateway = GatewayServer(exchange, realtime_data=True)
     await gateway.start()
     try:
         yield World(exchange, gateway, tmp_path / "data")

@@ -24,7 +24,7 @@ def exchange() -> SimExchange:
 
 @pytest.fixture
 async def gateway(exchange: SimExchange) -> AsyncIterator[GatewayServer]:
-    gw = GatewayServer(exchange)
+    gw = GatewayServer(exchange, realtime_data=True)
     await gw.start()
     try:
         yield gw

@@ -234,7 +234,7 @@ async def test_client_id_in_use_moves_to_the_next(
 
 async def test_market_data_lines_exhausted_is_capacity(exchange: SimExchange) -> None:
     short, long, bag = put_spread(exchange)
-    async with GatewayServer(exchange, market_data_lines=2) as gw:
+    async with GatewayServer(exchange, market_data_lines=2, realtime_data=True) as gw:
         b = IBBroker(broker_settings(gw), clock=exchange.market.clock)
         await b.connect()
         try:
@@ -267,9 +267,9 @@ async def test_nan_and_stale_greeks_are_flagged(
     assert stale.stale and stale.has_greeks
 
 
-async def test_delayed_market_data_and_snapshot_timeout(exchange: SimExchange) -> None:
+async def test_entitled_delayed_request_is_live_and_snapshot_timeout(exchange: SimExchange) -> None:
     short, _, _ = put_spread(exchange)
-    async with GatewayServer(exchange) as gw:
+    async with GatewayServer(exchange, realtime_data=True) as gw:
         settings = broker_settings(
             gw, market_data_type=MarketDataType.DELAYED, snapshot_timeout_s=0.3
         )
@@ -277,9 +277,10 @@ async def test_delayed_market_data_and_snapshot_timeout(exchange: SimExchange) -
         await b.connect()
         try:
             (q,) = await b.quotes([short])
-            assert same(q, exchange.quote(short)) and not q.stale
+            assert same(q, exchange.quote(short)) and not q.stale and not q.delayed
             raw = b.ib.ticker(to_ib_contract(short))
-            assert raw is not None and raw.marketDataType == 3  # delayed ticks (66.., 83)
+            # an account with real-time subscriptions gets live data for a delayed request
+            assert raw is not None and raw.marketDataType == 1
             gw.silence_market_data()
             loop = asyncio.get_running_loop()
             started = loop.time()
@@ -296,7 +297,7 @@ async def test_reconnect_gives_up_with_a_connectivity_error(
     exchange: SimExchange, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(ib_connection, "CLIENT_ID_RECLAIM_S", 0.0)  # no wait for our own id
-    async with GatewayServer(exchange) as gw:
+    async with GatewayServer(exchange, realtime_data=True) as gw:
         settings = broker_settings(gw, reconnect_max_attempts=2, client_id_max=101)
         b = IBBroker(settings, clock=exchange.market.clock)
         await b.connect()
@@ -318,7 +319,7 @@ async def test_pacing_violation_is_a_data_error(exchange: SimExchange) -> None:
     assert spy is not None
     end = exchange.market.clock.now()
     pacing = HistoricalPacing(same_contract_max=2, same_contract_window_s=60)
-    async with GatewayServer(exchange, pacing=pacing) as gw:
+    async with GatewayServer(exchange, pacing=pacing, realtime_data=True) as gw:
         b = IBBroker(broker_settings(gw), clock=exchange.market.clock)
         await b.connect()
         try:
@@ -370,7 +371,7 @@ async def test_live_trading_is_refused_without_opt_in(gateway: GatewayServer) ->
 async def test_non_paper_account_is_refused_after_connect(caplog: pytest.LogCaptureFixture) -> None:
     ex = make_exchange(broker={"account": "U7654321"})
     caplog.set_level(logging.DEBUG)
-    async with GatewayServer(ex) as gw:
+    async with GatewayServer(ex, realtime_data=True) as gw:
         b = IBBroker(broker_settings(gw), clock=ex.market.clock)
         with pytest.raises(LiveTradingRefusedError, match="not a paper account"):
             await b.connect()

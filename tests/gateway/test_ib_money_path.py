@@ -50,7 +50,7 @@ def wall() -> Wall:
 
 @pytest.fixture
 async def gateway(exchange: SimExchange, wall: Wall) -> AsyncIterator[GatewayServer]:
-    async with GatewayServer(exchange, pacing_clock=wall) as gw:
+    async with GatewayServer(exchange, pacing_clock=wall, realtime_data=True) as gw:
         yield gw
     assert gw.protocol_errors == [], gw.protocol_errors
 

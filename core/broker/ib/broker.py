@@ -49,7 +49,9 @@ class IBBroker:
         ib = IB()
         ib.RaiseRequestErrors = True  # request errors raise RequestError with the code
         ib.client.MaxRequests = settings.max_messages_per_s  # ib_async's pacer; 0 = off
-        self._conn = Connection(ib, settings, on_connected=self._on_connected)
+        self._conn = Connection(
+            ib, settings, on_connected=self._on_connected, on_data_lost=self._on_data_lost
+        )
         self._requests = Requests(ib, settings)
         self._executions = ExecutionJournal(self._conn, self._requests)
         self._contracts = Contracts(self._conn, self._requests, clock, qualify_batch_min)
@@ -62,6 +64,16 @@ class IBBroker:
         self._account.reset()
         self._orders.reset()
         await self._executions.recover()
+
+    def _on_data_lost(self) -> None:
+        """IB 1101 dropped the account-summary subscription: the next read subscribes again
+        (quotes in flight re-request their own lines)."""
+        self._account.reset()
+
+    @property
+    def data_lost(self) -> int:
+        """IB 1101s (restored, data lost) seen since this broker was made."""
+        return self._conn.data_lost
 
     # ------------------------------------------------------------------ connection
     @property

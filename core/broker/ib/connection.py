@@ -10,6 +10,14 @@ that placed them (or clientId 0 / a global cancel), and IB keeps a dropped clien
 taken (326) for a while. So a reconnect retries its own id for up to
 `CLIENT_ID_RECLAIM_S` before it falls back to another one; orders of the old id are then
 reported, not cancelled (`Orders.cancel_order`).
+
+Why 1101 matters: IB answers a short outage with 1101 ("restored - data lost") when it
+dropped every subscription of the session. Nothing arrives on them again, so a cached
+account summary would freeze (net liquidation, margin) and a quote being collected would
+time out. On 1101 the connection counts the loss (`data_lost`), asks for the market-data
+type and the account updates again and tells `on_data_lost` (the broker re-requests
+the account summary; quotes in flight re-request their lines). 1102 (data kept) needs
+nothing.
 """
 
 from __future__ import annotations
@@ -49,11 +57,17 @@ class Connection:
     (re)connect, once the connection is ready (per-connection state, recovery)."""
 
     def __init__(
-        self, ib: IB, settings: BrokerSettings, on_connected: Callable[[], Awaitable[None]]
+        self,
+        ib: IB,
+        settings: BrokerSettings,
+        on_connected: Callable[[], Awaitable[None]],
+        on_data_lost: Callable[[], None] = lambda: None,
     ) -> None:
         self.ib = ib
         self.settings = settings
         self._on_connected = on_connected
+        self._on_data_lost = on_data_lost
+        self.data_lost = 0  # 1101s seen: every subscription had to be requested again
         ib.errorEvent += self._on_error
         ib.disconnectedEvent += self._on_disconnected
         self._client_id: int | None = None
@@ -278,6 +292,16 @@ class Connection:
             logger.info("IB error %d [%s] reqId %d: %s", code, kind.value, req_id, message)
         if code in (1100, 1300):
             logger.warning("IB reports lost connectivity (%d): %s", code, message)
+        if code == 1101 and self.is_connected:
+            self.data_lost += 1
+            logger.warning(
+                "IB 1101 (restored, data lost): requesting market data and account "
+                "subscriptions again"
+            )
+            self.ib.reqMarketDataType(self.settings.market_data_type.ib_code)
+            if self._account is not None:
+                self.ib.client.reqAccountUpdates(True, self._account)
+            self._on_data_lost()
 
     def _on_disconnected(self) -> None:
         was_ready = self._ready_flag

@@ -55,9 +55,29 @@ REJECTION_CODES = frozenset(
     {103, 104, 105, 106, 107, 109, 110, 111, 113, 116, 117, 135, 161, 201, 202, 203, 383}
     | {387, 388, 434, 10147, 10148, 10149}
 )
-DATA_CODES = frozenset({162, 165, 166, 200, 300, 321, 322, 354, 366, 420, 10090, 10197})
+DATA_CODES = frozenset({162, 165, 166, 200, 300, 321, 322, 354, 366, 420, 10090, 10168, 10197})
 CAPACITY_CODES = frozenset({101})
 WARNING_CODES = frozenset({399, 404, 1101, 1102, 10167})  # plus every 2100..2199
+
+
+# Market-data entitlement answers (TWS API message codes) and what fixes each: the quote
+# carries this text (`Quote.unavailable`), and the cycle summary repeats it.
+ENTITLEMENT_FIXES = {
+    354: "not subscribed to real-time data: subscribe to the market-data package in Client "
+    'Portal, or set broker.market_data_type = "delayed"',
+    10090: "part of the data is not subscribed (no bid/ask): subscribe to the missing "
+    "market-data package in Client Portal",
+    10168: "not subscribed and delayed data not enabled: subscribe in Client Portal, or "
+    "enable delayed market data for the account",
+    10197: "a competing live session (TWS, Client Portal or the mobile app logged in as the "
+    "same user) holds the market data: close the other session",
+}
+DELAYED_AGE_S = 15 * 60.0  # IB's delayed feed runs 15-20 minutes behind: at least this old
+
+
+def entitlement_reason(code: int, contract: str) -> str:
+    """`Quote.unavailable` for an entitlement answer: the code, the contract, the fix."""
+    return f"IB {code} for {contract}: {ENTITLEMENT_FIXES[code]}"
 
 
 def classify_error(code: int) -> ErrorClass:
@@ -404,6 +424,8 @@ def quote_from_ticker(ticker: Ticker, contract: Contract, now: datetime) -> Quot
         theta=greek("theta", -2.0),
         underlying_price=greek("undPrice", -1.0),
         stale=ticker.marketDataType in (2, 4),
+        delayed=ticker.marketDataType in (3, 4),
+        age_s=DELAYED_AGE_S if ticker.marketDataType in (3, 4) else 0.0,
     )
 
 

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from ib_async import Contract as IBContract
@@ -19,9 +20,11 @@ from core.broker.base import BrokerError, ErrorClass, check_what
 from core.broker.ib.connection import Connection
 from core.broker.ib.contracts import Contracts
 from core.broker.ib.convert import (
+    ENTITLEMENT_FIXES,
     bar_from_ib,
     classify_error,
     duration_str,
+    entitlement_reason,
     quote_from_ticker,
     to_ib_contract,
 )
@@ -31,6 +34,7 @@ from core.clock import Clock
 from core.domain import Bar, Contract, Dividends, Quote, SecType
 
 logger = v6_logger(__name__)
+HMDS_NO_DATA = "HMDS query returned no data"  # error 162's text for an empty query
 
 
 class MarketData:
@@ -48,7 +52,9 @@ class MarketData:
         """Stream each contract until its first full set of ticks (bid, ask, and model
         greeks for options) or `snapshot_timeout_s`, then cancel every stream (finally).
         101 (no market-data line left) raises CAPACITY; other per-contract errors give a
-        NaN quote."""
+        NaN quote. An entitlement answer (354, 10090, 10168, 10197) is named with its fix
+        in `Quote.unavailable` (10090 keeps the ticks that did come); delayed ticks (IB
+        type 3/4) are marked `delayed` with their age."""
         await self._conn.ready()
         if not contracts:
             return []
@@ -69,6 +75,9 @@ class MarketData:
         wake = asyncio.Event()
 
         def on_error(req_id: int, code: int, message: str, contract: object) -> None:
+            if code == 1101:  # IB dropped every line: re-request the incomplete ones
+                wake.set()
+                return
             relevant = contract is not None and id(contract) in wanted and req_id >= 0
             if relevant and classify_error(code) is not ErrorClass.WARNING:
                 errors[id(contract)] = (code, message)
@@ -80,6 +89,7 @@ class MarketData:
         tickers: dict[object, Ticker] = {}
         ib.errorEvent += on_error
         ib.pendingTickersEvent += on_pending
+        lost = self._conn.data_lost  # a 1101 from here on kills these requests
         try:
             for k, (_, ibc) in keyed.items():
                 tickers[k] = _reset(ib.reqMktData(ibc, "", False, False))
@@ -92,6 +102,11 @@ class MarketData:
                     for k, (c, ibc) in keyed.items()
                     if id(ibc) not in errors and not _ticks_complete(c, tickers[k])
                 ]
+                if pending and self._conn.data_lost != lost and ib.isConnected():
+                    lost = self._conn.data_lost
+                    logger.info("quotes: IB lost the data (1101); re-requesting %d", len(pending))
+                    for k in pending:  # the old request ids died with the data: no cancel
+                        tickers[k] = _reset(ib.reqMktData(keyed[k][1], "", False, False))
                 if not pending or any(code == 101 for code, _ in errors.values()):
                     break
                 remaining = deadline - loop.time()
@@ -122,10 +137,19 @@ class MarketData:
         out: list[Quote] = []
         for asked, c in zip(contracts, resolved, strict=True):
             k = _quote_key(c)
-            if k not in tickers or id(keyed[k][1]) in errors:
-                out.append(Quote(contract=asked, time=now))
+            code = errors.get(id(keyed[k][1]), (0, ""))[0] if k in keyed else 0
+            why = entitlement_reason(code, c.describe()) if code in ENTITLEMENT_FIXES else ""
+            if k in tickers and code in (0, 10090):  # 10090: what did come, flagged
+                out.append(replace(quote_from_ticker(tickers[k], c, now), unavailable=why))
             else:
-                out.append(quote_from_ticker(tickers[k], c, now))
+                out.append(Quote(contract=asked, time=now, unavailable=why))
+        if any(q.unavailable for q in out):
+            logger.warning(
+                "quotes: IB withheld data for %d of %d contract(s): %s",
+                sum(1 for q in out if q.unavailable),
+                len(out),
+                next(q.unavailable for q in out if q.unavailable),
+            )
         return out
 
     async def dividends(self, contract: Contract) -> Dividends:
@@ -175,20 +199,25 @@ class MarketData:
             what = "MIDPOINT"  # option prints are sparse: the protocol serves TRADES as mids
         timeout = self._conn.settings.request_timeout_s
         start = asyncio.get_running_loop().time()
-        bars = await self._requests.request(
-            f"historical bars of {c.describe()}",
-            self._conn.ib.reqHistoricalDataAsync(
-                to_ib_contract(c),
-                end.astimezone(UTC),
-                duration_str(duration),
-                bar_size,
-                whatToShow=what,
-                useRTH=False,
-                formatDate=2,
-                timeout=timeout,
-            ),
-            timeout=timeout + 1.0,
-        )
+        try:
+            bars = await self._requests.request(
+                f"historical bars of {c.describe()}",
+                self._conn.ib.reqHistoricalDataAsync(
+                    to_ib_contract(c),
+                    end.astimezone(UTC),
+                    duration_str(duration),
+                    bar_size,
+                    whatToShow=what,
+                    useRTH=False,
+                    formatDate=2,
+                    timeout=timeout,
+                ),
+                timeout=timeout + 1.0,
+            )
+        except BrokerError as exc:
+            if exc.code == 162 and HMDS_NO_DATA in str(exc):
+                return []  # IB's answer to a window without bars: none, not a failure
+            raise
         if not bars and asyncio.get_running_loop().time() - start >= timeout * 0.99:
             raise BrokerError(
                 f"historical bars of {c.describe()}: no answer within {timeout:g} s "

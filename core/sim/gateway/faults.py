@@ -27,6 +27,9 @@ class GatewayFaults:
     position_reports: dict[int, tuple[str, str]] = field(default_factory=dict)
     late_commission_next: int = 0  # the next N commission reports come late
     hold_next_client_id: bool = False  # the next startApi finds its id held by a ghost (326)
+    # symbol ("*" = every symbol) -> the entitlement answer its market-data requests get:
+    # 354, 10168, 10197 (no data at all) or 10090 (part of the data: no bid/ask)
+    entitlement: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

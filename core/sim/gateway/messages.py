@@ -220,6 +220,7 @@ class DetailsExtra:
     valid_exchanges: str = "SMART"
     time_zone: str = "US/Eastern"
     stock_type: str = ""
+    sec_type: str = ""  # the secType to report instead of the contract's (CONTFUT)
 
 
 def contract_details(req_id: int, c: Contract, extra: DetailsExtra) -> Fields:
@@ -234,7 +235,7 @@ def contract_details(req_id: int, c: Contract, extra: DetailsExtra) -> Fields:
         CONTRACT_DATA,
         req_id,
         c.symbol,
-        c.sec_type.value,
+        extra.sec_type or c.sec_type.value,
         expiry,
         _strike(c),
         _right(c),

@@ -24,6 +24,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from datetime import time as dt_time
 from typing import Any, Protocol
 
 from core.config import Settings, SimSettings
@@ -66,6 +67,18 @@ FARM_NOTICES = (
     (2106, "HMDS data farm connection is OK:ushmds"),
     (2158, "Sec-def data farm connection is OK:secdefnj"),
 )
+# What IB answers a market-data request the account is not entitled to (TWS API message
+# codes). 10167 is a warning: delayed data follows. The others carry no data, except
+# 10090, after which the subscription-independent ticks (last, volume) still come.
+ENTITLEMENT_MESSAGES = {
+    354: "Requested market data is not subscribed. Delayed market data is available.",
+    10090: "Part of requested market data is not subscribed. Subscription-independent ticks "
+    "are still active.Delayed market data is available.",
+    10167: "Requested market data is not subscribed. Displaying delayed market data.",
+    10168: "Requested market data is not subscribed. Delayed market data is not enabled.",
+    10197: "No market data during competing live session",
+}
+DELAYED_BY = timedelta(minutes=15)  # IB's delayed feed: 15-20 minutes behind the market
 CONNECTIVITY_MESSAGES = {
     1100: "Connectivity between IB and Trader Workstation has been lost.",
     1101: "Connectivity between IB and TWS has been restored- data lost.",
@@ -109,7 +122,7 @@ class ExchangeLike(Protocol):
     def contract_by_id(self, con_id: int) -> Contract | None: ...
     def option_chains(self, underlying: str) -> list[OptionChain]: ...
     def quote(self, contract: Contract) -> Quote: ...
-    def quotes(self, contracts: Sequence[Contract]) -> list[Quote]: ...
+    def quotes(self, contracts: Sequence[Contract], at: datetime | None = None) -> list[Quote]: ...
     def bars(
         self,
         contract: Contract,
@@ -147,6 +160,8 @@ class _Link:
 class _Stream:
     contract: Contract
     md_type: int  # the marketDataType last reported for this stream
+    delayed: bool = False  # served from the delayed feed (DELAYED_BY behind)
+    partial: bool = False  # 10090: only the subscription-independent ticks (no bid/ask)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,13 +227,19 @@ class GatewayServer:
         pacing: HistoricalPacing | None = None,
         pacing_clock: Callable[[], float] | None = None,
         accounts: Iterable[str] | None = None,
+        realtime_data: bool = False,
     ) -> None:
+        """`realtime_data`: the account holds real-time market-data subscriptions. Without
+        them (IB's default for a paper account) a live request (type 1/2) answers 354 and
+        a delayed one (3/4) gets 10167 and data `DELAYED_BY` behind; with them every type
+        gets live data, as IB serves an entitled account."""
         if market_data_lines < 1:
             raise ValueError(f"market_data_lines must be >= 1, got {market_data_lines}")
         self.exchange = exchange
         self.host = host
         self._port = port
         self.market_data_lines = market_data_lines
+        self.realtime_data = realtime_data
         # Pacing is judged on the wall clock (as IB does) unless a fast simulated run passes
         # its market clock (seconds): then a simulated hour allows an hour's requests.
         # A dropped client's id lingers on the same clock.
@@ -340,13 +361,22 @@ class GatewayServer:
         ]
         if not streams or self.faults.silent_market_data:
             return 0
-        quotes: list[Quote | None]
-        try:
-            quotes = list(self.exchange.quotes([st.contract for _, _, st in streams]))
-        except ValueError:  # one contract went away (expired): price them one by one
-            quotes = [None] * len(streams)
+        quotes: dict[tuple[int, int], Quote | None] = {}
+        for delayed in (False, True):  # one priced batch per feed
+            group = [(s, r, st) for s, r, st in streams if st.delayed is delayed]
+            if not group:
+                continue
+            try:
+                contracts = [st.contract for _, _, st in group]
+                got: list[Quote | None] = list(
+                    self.exchange.quotes(contracts, self._feed_at(delayed))
+                )
+            except ValueError:  # one contract went away (expired): price them one by one
+                got = [None] * len(group)
+            quotes |= {(s.serial, r): q for (s, r, _), q in zip(group, got, strict=True)}
         count = 0
-        for (s, req_id, stream), q in zip(streams, quotes, strict=True):
+        for s, req_id, stream in streams:
+            q = quotes[(s.serial, req_id)]
             count += self._send_quote(s, req_id, stream, snapshot=False, quote=q)
         self._flush_all()
         return count
@@ -393,7 +423,42 @@ class GatewayServer:
         self.notify(1100)
 
     def connectivity_restored(self, *, data_kept: bool = True) -> None:
+        """1102 (data kept) or 1101: data lost, as IB loses it: every market-data line and
+        every account, summary and position subscription of every session ends silently,
+        and only a new request brings that data back."""
+        if not data_kept:
+            for s in self._sessions.values():
+                s.streams.clear()
+                s.summary_subs.clear()
+                s.account_updates = False
+                s.positions_sub = False
         self.notify(1102 if data_kept else 1101)
+
+    def go_down(self) -> None:
+        """The gateway restarts (IBC's daily restart) or IB's nightly reset takes it away:
+        every session gets 1100 and drops, and new connections are refused (the port stops
+        listening at once) until `come_up()`."""
+        self.connectivity_lost()
+        self.drop_connections()
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    async def come_up(self) -> None:
+        """Listen again, on the same port, after `go_down()`."""
+        if self._server is None:
+            self._server = await asyncio.start_server(self._serve, self.host, self._port)
+
+    def entitlement_error(self, code: int, *symbols: str) -> None:
+        """Market-data requests for `symbols` (none: every symbol) answer IB's entitlement
+        `code` from now on: 354, 10168, 10197 (no data) or 10090 (no bid/ask)."""
+        if code not in (354, 10090, 10168, 10197):
+            raise ValueError(f"entitlement code must be 354, 10090, 10168 or 10197, got {code}")
+        for sym in symbols or ("*",):
+            self.faults.entitlement[sym.upper()] = code
+
+    def clear_entitlement_errors(self) -> None:
+        self.faults.entitlement.clear()
 
     def claim_client_id(self, *client_ids: int) -> None:
         """Treat these clientIds as taken by someone else (326 on connect)."""
@@ -687,8 +752,14 @@ class GatewayServer:
     def _contract_details(self, s: _Session, r: rq.ReqContractDetails) -> None:
         wc = r.contract
         found: list[Contract]
+        extra: msg.DetailsExtra | None = None
         if _option_family(wc):
             found = self._listed_options(wc)
+        elif _future_family(wc):  # every listed contract; CONTFUT: the front one
+            found = self._listed_futures(wc)
+            if wc.sec_type == "CONTFUT":
+                found = found[:1]
+                extra = msg.DetailsExtra(long_name=wc.symbol, sec_type="CONTFUT")
         else:
             c = self._resolve(wc)
             if c is None and wc.sec_type == "BAG" and not wc.legs:
@@ -700,8 +771,17 @@ class GatewayServer:
             )
             return
         for c in found:
-            s.send(msg.contract_details(r.req_id, c, self._details_extra(c)))
+            s.send(msg.contract_details(r.req_id, c, extra or self._details_extra(c)))
         s.send(msg.contract_details_end(r.req_id))
+
+    def _listed_futures(self, wc: rq.WireContract) -> list[Contract]:
+        """Every listed contract of a futures root, nearest expiry first (none for an
+        unknown root or another exchange)."""
+        try:
+            listed: list[Contract] = self.exchange.market.futures_contracts(wc.symbol)
+        except ValueError:
+            return []
+        return [c for c in listed if wc.exchange in ("", "SMART", c.exchange)]
 
     def _listed_options(self, wc: rq.WireContract) -> list[Contract]:
         """Every listed option matching a partial description (strike 0 and/or no right),
@@ -771,7 +851,18 @@ class GatewayServer:
                 )
             )
             return
-        stream = _Stream(contract=c, md_type=0)
+        code = self.faults.entitlement.get(c.symbol.upper(), self.faults.entitlement.get("*"))
+        delayed = not self.realtime_data and s.md_type in (3, 4)
+        if code is None and not self.realtime_data and not delayed:
+            code = 354  # a live request without a live subscription
+        if code is not None and code != 10090:  # no data at all, no line held
+            s.send(msg.error(r.req_id, code, ENTITLEMENT_MESSAGES[code]))
+            return
+        if code == 10090:
+            s.send(msg.error(r.req_id, code, ENTITLEMENT_MESSAGES[code]))
+        elif delayed:
+            s.send(msg.error(r.req_id, 10167, ENTITLEMENT_MESSAGES[10167]))
+        stream = _Stream(contract=c, md_type=0, delayed=delayed, partial=code == 10090)
         if self.faults.silent_market_data:  # the line is taken, the ticks never come
             if not (r.snapshot or r.regulatory_snapshot):
                 s.streams[r.req_id] = stream
@@ -802,11 +893,15 @@ class GatewayServer:
         amount = "" if d.next_amount is None else f"{d.next_amount:g}"
         return f"{past},{nxt},{when},{amount}"
 
-    def _reported_type(self, s: _Session, stale: bool) -> int:
-        delayed = s.md_type in (3, 4)
+    def _feed_at(self, delayed: bool) -> datetime | None:
+        """When a feed's prices are from: now (live) or `DELAYED_BY` ago."""
+        return self.now - DELAYED_BY if delayed else None
+
+    @staticmethod
+    def _reported_type(stream: _Stream, stale: bool) -> int:
         if stale:
-            return 4 if delayed else 2
-        return 3 if delayed else 1
+            return 4 if stream.delayed else 2
+        return 3 if stream.delayed else 1
 
     def _quote_fields(
         self,
@@ -817,20 +912,25 @@ class GatewayServer:
         report_type: bool,
         quote: Quote | None = None,
     ) -> list[list[object]]:
-        q = quote if quote is not None else self.exchange.quote(stream.contract)
-        md_type = self._reported_type(s, q.stale)
+        if quote is None:
+            quote = self.exchange.quotes([stream.contract], self._feed_at(stream.delayed))[0]
+        q = quote
+        md_type = self._reported_type(stream, q.stale)
         delayed = 1 if md_type in (3, 4) else 0
         out: list[list[object]] = []
         if report_type or md_type != stream.md_type:
             out.append(msg.market_data_type(req_id, md_type))
             stream.md_type = md_type
-        out.append(_price_tick(req_id, msg.TICK_BID[delayed], q.bid, q.bid_size))
-        out.append(_price_tick(req_id, msg.TICK_ASK[delayed], q.ask, q.ask_size))
+        if not stream.partial:
+            out.append(_price_tick(req_id, msg.TICK_BID[delayed], q.bid, q.bid_size))
+            out.append(_price_tick(req_id, msg.TICK_ASK[delayed], q.ask, q.ask_size))
         if math.isfinite(q.last):
             out.append(msg.tick_price(req_id, msg.TICK_LAST[delayed], q.last, 0))
         if q.volume:
             out.append(msg.tick_size(req_id, msg.TICK_VOLUME[delayed], q.volume))
         greeks = (q.iv, q.delta, q.gamma, q.vega, q.theta)
+        if stream.partial:  # 10090: only the subscription-independent ticks
+            return out
         if stream.contract.sec_type is SecType.OPT or any(math.isfinite(g) for g in greeks):
             out.append(
                 msg.tick_option_computation(
@@ -903,6 +1003,11 @@ class GatewayServer:
             if code != 200:  # 321 is only a warning to clients: they would wait forever
                 code, text = 162, f"Historical Market Data Service error message:{text}"
             s.send(msg.error(r.req_id, code, text))
+            return
+        if r.use_rth:  # useRTH=1: only bars inside regular trading hours
+            bars = [b for b in bars if _regular_hours(b.time)]
+        if not bars:  # IB answers an empty query with an error, never an empty list
+            s.send(msg.error(r.req_id, 162, hmds_no_data(c, r.what_to_show)))
             return
         start = end - duration
         s.send(
@@ -1368,6 +1473,37 @@ def _option_family(wc: rq.WireContract) -> bool:
     )
 
 
+RTH_OPEN, RTH_CLOSE = dt_time(9, 30), dt_time(16, 0)  # New York
+
+
+def _regular_hours(t: datetime) -> bool:
+    """Does a bar starting at `t` lie in regular trading hours (09:30-16:00 New York on a
+    weekday)? For ES and the other equity-index futures IB's liquid hours are the same
+    span (08:30-15:00 Chicago), narrower than their near-24-hour Globex session."""
+    local = t.astimezone(MARKET_TZ)
+    return local.weekday() < 5 and RTH_OPEN <= local.time() < RTH_CLOSE
+
+
+def hmds_no_data(c: Contract, what: str) -> str:
+    """IB's text for a historical query without data (error 162)."""
+    return (
+        "Historical Market Data Service error message:HMDS query returned no data: "
+        f"{c.local_symbol or c.symbol}@{c.exchange} {what.title()}"
+    )
+
+
+def _future_family(wc: rq.WireContract) -> bool:
+    """A futures root without an expiry (or a continuous future): IB lists every
+    contract (CONTFUT: resolves to the front one)."""
+    return (
+        wc.sec_type in ("FUT", "CONTFUT")
+        and wc.con_id <= 0
+        and not wc.local_symbol
+        and not wc.expiry
+        and bool(wc.symbol)
+    )
+
+
 def _split_code(text: str, default: int) -> tuple[int, str]:
     """'[201] Order rejected - ...' -> (201, 'Order rejected - ...'); the exchange's form."""
     m = re.match(r"\s*\[(\d+)\]\s*(.*)", text, re.S)
@@ -1401,17 +1537,24 @@ async def run_gateway(
     speed: float = 1.0,
     tick_s: float = 1.0,
     on_ready: Callable[[GatewayServer], None] | None = None,
+    realtime_data: bool = False,
 ) -> None:
     """Serve a SimExchange built from `settings` forever, advancing its clock in real time.
 
     `speed` is simulated seconds per wall second (1.0 = real time); the clock moves every
     `tick_s` wall seconds. `on_ready` receives the started server (its `.port`), which
-    matters when `port` is 0. Cancel the task to stop."""
+    matters when `port` is 0. `realtime_data`: the account holds real-time subscriptions
+    (default: none, as a new paper account; delayed requests get delayed data). Cancel
+    the task to stop."""
     if speed <= 0 or tick_s <= 0:
         raise ValueError(f"speed ({speed}) and tick_s ({tick_s}) must be > 0")
     exchange = _build_exchange(settings)
     server = GatewayServer(
-        exchange, host=host, port=port, market_data_lines=settings.broker.market_data_lines
+        exchange,
+        host=host,
+        port=port,
+        market_data_lines=settings.broker.market_data_lines,
+        realtime_data=realtime_data,
     )
     await server.start()
     logger.info(

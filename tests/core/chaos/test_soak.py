@@ -53,10 +53,15 @@ SETTINGS: dict[str, Any] = {
 # (the suite's 300 s per test is for single tests; these are several minutes of cycles).
 pytestmark = pytest.mark.timeout(1200)
 SEEDS = (2, 5)
-SHORT_KINDS = tuple(k for k in CYCLE_KINDS if k not in FAIL_CLOSED_FAULTS)
+# IB's data and connectivity path (issue 24) has a soak of its own below
+DATA_PATH_KINDS = (FaultKind.DATA_LOST_1101, FaultKind.ENTITLEMENT, FaultKind.RESET_WINDOW)
+SHORT_KINDS = tuple(
+    k for k in CYCLE_KINDS if k not in FAIL_CLOSED_FAULTS and k not in DATA_PATH_KINDS
+)
 FAIL_CLOSED_KINDS = tuple(k for k in CYCLE_KINDS if k in FAIL_CLOSED_FAULTS)
 FAIL_CLOSED_SEED = 3
 WAITS_FOR_THE_MARKET = frozenset({FaultKind.EXPIRY_EXERCISE})  # fires once an option is ITM
+DATA_PATH_SEED = 4
 
 
 # -- the seeded plan ------------------------------------------------------------------------
@@ -304,3 +309,36 @@ def test_fail_closed_soak_meets_wrong_state_and_trades_nothing_on_it(
     assert report.trip_reasons["data_quality"] >= 2, text
     # put back as a person would, the soak carried on and traded again
     assert report.recoveries >= 1 and report.orders > 0, text
+
+
+# -- the data-path soak ----------------------------------------------------------------------
+
+
+@pytest.mark.gateway
+def test_data_path_soak_meets_1101_entitlements_and_a_reset_window(tmp_path: Path) -> None:
+    """1101 (every subscription lost), 10197 (a competing session withholds all data) and
+    the gateway down inside the planned outage window, drawn as faults: every invariant
+    holds, the reset-window cycle ends BrokerUnavailable with the breaker untouched, and
+    withheld quotes are failed data items the breaker sees."""
+    import asyncio
+
+    report = asyncio.run(
+        run_chaos(
+            Settings(**SETTINGS),
+            days=1,
+            seed=DATA_PATH_SEED,
+            cycle_minutes=120,
+            root=tmp_path,
+            kinds=DATA_PATH_KINDS,
+        )
+    )
+    text = "\n".join(report.lines())
+    assert report.ok, text
+    for kind in DATA_PATH_KINDS:
+        assert report.fired[kind.value] >= 1, f"{kind.value} never fired\n{text}"
+        assert report.handled[kind.value] == report.fired[kind.value], f"{kind.value}\n{text}"
+    assert report.checks["reset_window_held"] >= 1, text
+    assert report.checks["breaker_trips"] >= 1 and report.checks["book_matches_broker"] >= 1
+    assert report.outcomes["BrokerUnavailable"] >= 1, text
+    health = DeltaStore(tmp_path).read("cycle_health").collect()
+    assert health.get_column("data_quality_failures").sum() >= 1, text  # 10197 was counted
