@@ -12,8 +12,9 @@ DataFusion plan over every file it cannot prune. So each write opens the table o
 and reuses that snapshot for planning, committing and the resulting version; merges
 are bounded by the batch's time range (`TableSpec.range_keys`) so file statistics
 prune all but the newest files; and a merge whose rows are all either new or
-unchanged -- the normal collection run -- is done as a read of the rows in range plus
-a plain append of the new ones, committed only on top of the snapshot it read.
+unchanged -- the normal collection run, a new intent or fill -- is done as a read of
+the rows that can match plus a plain append of the new ones, committed only on top of
+the snapshot it read.
 
 Every version V6 commits is recorded in a manifest beside the tables (`manifest.py`) and
 every open compares the table with it: a table V6 wrote that is now missing or older
@@ -225,13 +226,15 @@ class DeltaStore(TableNaming):
         `update=False` inserts only rows whose key is new (existing rows are never touched),
         which is how facts like fills are recorded exactly once.
 
-        On tables with a time key (`TableSpec.range_keys`) the stored rows in the batch's
-        range are read first. When none of them differs from its batch row (or `update`
-        is False) the new rows are appended -- no merge plan -- and that commit is only
-        accepted directly on top of the snapshot that was read (`max_commit_retries=0`):
-        if anyone committed in between, the whole attempt (read, diff, append) reruns on
-        the new snapshot, so a concurrent or replayed writer can never add a key twice.
-        Otherwise (a row really changed) it is a Delta MERGE bounded to that range.
+        The stored rows that can share a key with the batch are read first (bounded by
+        the batch's partitions and time range, `TableSpec.range_keys`, or else by its key
+        values). When none of them differs from its batch row (or `update` is False) the
+        new rows are appended -- no merge plan (~20 ms of DataFusion on a small table) --
+        and that commit is only accepted directly on top of the snapshot that was read
+        (`max_commit_retries=0`): if anyone committed in between, the whole attempt
+        (read, diff, append) reruns on the new snapshot, so a concurrent or replayed
+        writer can never add a key twice. Otherwise (a row really changed) it is a Delta
+        MERGE, bounded to the batch's partitions and time range.
         """
         spec = self.spec(name)
         if not spec.keys:
@@ -246,13 +249,12 @@ class DeltaStore(TableNaming):
 
         def attempt() -> WriteResult:
             table = self._open_or_create(name)
-            if spec.range_keys:
-                new, differing = self._diff(table, spec, data)
-                if differing == 0 or not update:
-                    if new.is_empty():
-                        return WriteResult(name, None, 0, method="none")
-                    self._append(table, spec, new, CommitProperties(max_commit_retries=0))
-                    return WriteResult(name, table.version(), new.height, method="insert")
+            new, differing = self._diff(table, spec, data)
+            if differing == 0 or not update:
+                if new.is_empty():
+                    return WriteResult(name, None, 0, method="none")
+                self._append(table, spec, new, CommitProperties(max_commit_retries=0))
+                return WriteResult(name, table.version(), new.height, method="insert")
             merger = table.merge(data, predicate=predicate, source_alias="s", target_alias="t")
             if update:
                 # Update only rows that really changed: a replayed batch commits nothing.
@@ -284,7 +286,9 @@ class DeltaStore(TableNaming):
 
     @staticmethod
     def _range_filter(spec: TableSpec, data: pl.DataFrame) -> pl.Expr:
-        """Rows of the table that can share a key with `data`: its partitions and time range."""
+        """Rows of the table that can share a key with `data`: its partitions and time
+        range; on a table without a time key, its key values (a superset when the key has
+        several columns; the join on the whole key is exact)."""
         where = pl.lit(True)
         for col in (*spec.partition_by, *spec.range_keys):
             if col in spec.partition_by:
@@ -293,6 +297,10 @@ class DeltaStore(TableNaming):
                 where &= pl.col(col).is_between(
                     data.get_column(col).min(), data.get_column(col).max()
                 )
+        if not spec.range_keys:
+            for col in spec.keys:
+                if col not in spec.partition_by:
+                    where &= pl.col(col).is_in(data.get_column(col).unique().implode())
         return where
 
     def _diff(
