@@ -28,7 +28,8 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -43,6 +44,7 @@ from core.store.errors import CommitConflictError, StoreCorrupt
 from core.store.integrity import expected_version, open_checked, record_version
 from core.store.manifest import Manifest, check
 from core.store.naming import TableNaming, narrowed
+from core.store.read_cache import ReadCache
 from core.store.registry import REGISTRY
 from core.store.spec import TableSpec
 from core.store.validation import prepare
@@ -97,6 +99,7 @@ class DeltaStore(TableNaming):
         self.commit_backoff_s = commit_backoff_s
         self.checkpoint_interval = checkpoint_interval
         self._remote = "://" in self.root
+        self._read_cache: ReadCache | None = None
         self.manifest: Manifest | None = None
         if not self._remote:
             Path(self.root).mkdir(parents=True, exist_ok=True)
@@ -383,11 +386,41 @@ class DeltaStore(TableNaming):
         columns: list[str] | None = None,
     ) -> pl.LazyFrame:
         """A lazy scan of the latest version, pinned at call time; filters on partition
-        columns and on columns with file stats (times) skip files before any is opened."""
+        columns and on columns with file stats (times) skip files before any is opened.
+        Inside `cached_reads` a listed table is served from memory while it is unchanged."""
         spec = self.spec(name)
+        cache = self._read_cache
+        if cache is not None and name in cache.tables:
+            return narrowed(self._cached(cache, name).lazy(), where, columns)
         table = self._open(name)
         lf = spec.empty().lazy() if table is None else pl.scan_delta(table)
         return narrowed(lf, where, columns)
+
+    @contextmanager
+    def cached_reads(self, tables: Iterable[str]) -> Iterator[ReadCache | None]:
+        """Within the block, read each of `tables` (small ones: they are held whole) once
+        per version (see `read_cache.py`). Local roots only; nested blocks share the
+        outer cache. Yields the cache (None when not caching), for its hit counts."""
+        if self._remote or self._read_cache is not None:
+            yield self._read_cache
+            return
+        self._read_cache = ReadCache.of(tables)
+        try:
+            yield self._read_cache
+        finally:
+            self._read_cache = None
+
+    def _cached(self, cache: ReadCache, name: str) -> pl.DataFrame:
+        uri = self.uri(name)
+        frame = cache.get(name, uri, expected_version(self, name))
+        if frame is not None:
+            return frame
+        table = self._open(name)
+        if table is None:
+            return self.spec(name).empty()
+        frame = pl.scan_delta(table).collect()
+        cache.put(name, table.version(), frame)
+        return frame
 
     def history(self, name: str, limit: int | None = None) -> list[dict[str, Any]]:
         table = self._open(name)
