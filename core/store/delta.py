@@ -218,7 +218,9 @@ class DeltaStore(TableNaming):
                 if done is not None and done >= txn[1]:
                     log.info("append to %s skipped: txn %s already committed", name, txn)
                     return WriteResult(name, None, 0, skipped=True)
+            base = table.version()
             self._append(table, spec, data, props)
+            self._cache_appended(name, base, table.version(), data)
             return WriteResult(name, table.version(), data.height, method="append")
 
         return self._committed(self._with_retries(name, attempt))
@@ -252,12 +254,16 @@ class DeltaStore(TableNaming):
 
         def attempt() -> WriteResult:
             table = self._open_or_create(name)
+            base = table.version()
             new, differing = self._diff(table, spec, data)
             if differing == 0 or not update:
                 if new.is_empty():
                     return WriteResult(name, None, 0, method="none")
                 self._append(table, spec, new, CommitProperties(max_commit_retries=0))
+                self._cache_appended(name, base, table.version(), new)
                 return WriteResult(name, table.version(), new.height, method="insert")
+            if self._read_cache is not None:
+                self._read_cache.forget(name)
             merger = table.merge(data, predicate=predicate, source_alias="s", target_alias="t")
             if update:
                 # Update only rows that really changed: a replayed batch commits nothing.
@@ -270,6 +276,10 @@ class DeltaStore(TableNaming):
             return WriteResult(name, version, inserted, updated, method="merge")
 
         return self._committed(self._with_retries(name, attempt))
+
+    def _cache_appended(self, name: str, base: int, version: int, rows: pl.DataFrame) -> None:
+        if self._read_cache is not None and name in self._read_cache.tables:
+            self._read_cache.appended(name, base, version, rows)
 
     def _committed(self, result: WriteResult) -> WriteResult:
         record_version(self, result.table, result.version)
@@ -313,12 +323,11 @@ class DeltaStore(TableNaming):
         their batch row), read from `table`'s snapshot; file stats prune the read to the
         batch's time range. Values compare null-safely, like the merge's IS DISTINCT FROM."""
         keys = list(spec.keys)
-        stored = (
-            pl.scan_delta(table)
-            .filter(self._range_filter(spec, data))
-            .select(spec.schema.names())
-            .collect()
+        cached = (
+            None if self._read_cache is None else self._read_cache.at(spec.name, table.version())
         )
+        source = pl.scan_delta(table) if cached is None else cached.lazy()
+        stored = source.filter(self._range_filter(spec, data)).select(spec.schema.names()).collect()
         if stored.is_empty():
             return data, 0
         new = data.join(stored.select(keys), on=keys, how="anti")

@@ -13,6 +13,11 @@ manifest: version v is current when `_delta_log/{v}.json` exists, `{v+1}.json` d
 records nothing newer. A table that was lost or rolled back fails the first test, so
 the next read goes through `open_checked` and raises `StoreCorrupt` as before. Remote
 roots (`s3://`) are never cached: no cheap stat there.
+
+The store's own writes keep the cache warm: a key-checked insert diffs against the cached
+frame of the very snapshot it opened, and an append committed directly on top of the
+cached version extends the frame by its rows; anything else (a MERGE, a commit that
+landed after someone else's) drops the entry, to be re-read.
 """
 
 from __future__ import annotations
@@ -64,3 +69,23 @@ class ReadCache:
     def put(self, name: str, version: int, frame: pl.DataFrame) -> None:
         self.misses += 1
         self.frames[name] = (version, frame)
+
+    def at(self, name: str, version: int) -> pl.DataFrame | None:
+        """The cached table if it is exactly `version` (a snapshot the caller opened)."""
+        entry = self.frames.get(name)
+        return entry[1] if entry is not None and entry[0] == version else None
+
+    def appended(self, name: str, base: int, version: int, rows: pl.DataFrame) -> None:
+        """This store appended `rows` to `name` at `base`, committing `version`: when that
+        commit sits directly on the cached `base`, the table now is the cached frame plus
+        `rows` (no re-read); otherwise the entry is dropped."""
+        entry = self.frames.pop(name, None)
+        if entry is None or entry[0] != base or version != base + 1:
+            return
+        frame = entry[1]
+        if rows.columns != frame.columns or rows.schema != frame.schema:
+            return
+        self.frames[name] = (version, pl.concat([frame, rows], how="vertical"))
+
+    def forget(self, name: str) -> None:
+        self.frames.pop(name, None)

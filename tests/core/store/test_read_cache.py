@@ -44,7 +44,7 @@ def test_own_and_other_writers_commits_are_seen(store_root: Path) -> None:
         assert ids(store) == ["a", "b"]
         add(other, "c")  # another process's commit: the next version's log file exists
         assert ids(store) == ["a", "b", "c"]
-        assert (cache.misses, cache.hits) == (3, 0)
+        assert (cache.misses, cache.hits) == (2, 1)  # own insert: no re-read
 
 
 def test_a_lost_or_rolled_back_table_still_raises(store_root: Path) -> None:
@@ -69,3 +69,22 @@ def test_a_block_inside_a_block_shares_the_outer_cache(store_root: Path) -> None
         with store.cached_reads(["legs"]) as inner:
             assert inner is outer
         assert store._read_cache is outer
+
+
+def test_own_inserts_extend_the_cached_frame_and_updates_drop_it(store_root: Path) -> None:
+    store = DeltaStore(store_root)
+    add(store, "a")
+    with store.cached_reads(["strategies"]) as cache:
+        assert cache is not None
+        assert ids(store) == ["a"]
+        add(store, "b")  # insert path on top of the cached version: no re-read
+        add(store, "b")  # a replay: nothing committed, still current
+        assert ids(store) == ["a", "b"]
+        assert (cache.misses, cache.hits) == (1, 1)
+        changed = store.read("strategies").filter(pl.col("strategy_id") == "a").collect()
+        store.merge("strategies", changed.with_columns(note=pl.lit("changed")))  # a MERGE
+        assert "strategies" not in cache.frames
+        fresh = store.read("strategies").sort("strategy_id").collect()
+        assert fresh["note"].to_list()[0] == "changed" and fresh.height == 2
+        assert cache.misses == 2
+    assert fresh.equals(store.read("strategies").sort("strategy_id").collect())
