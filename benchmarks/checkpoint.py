@@ -55,7 +55,7 @@ def batch(i: int) -> pl.DataFrame:
             "action": ["BUY", "SELL", "BUY"],
             "quantity": [1, 2, 1],
             "filled": [0, 2, 1],
-            "status": ["Submitted", "Filled", "Filled"],
+            "status": ["SUBMITTED", "FILLED", "FILLED"],
             "avg_fill_price": [None, 1.25, 0.8],
             "limit_price": [1.3, 1.25, 0.8],
             "message": [""] * n,

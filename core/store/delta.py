@@ -85,12 +85,12 @@ class DeltaStore(TableNaming):
         registry: Mapping[str, TableSpec] = REGISTRY,
         commit_retries: int = 8,
         commit_backoff_s: float = 0.05,
-        checkpoint_interval: int = 100,
+        checkpoint_interval: int = 20,
     ) -> None:
-        if checkpoint_interval < 1:
+        if not 1 <= checkpoint_interval <= 1000:
             raise ValueError(
-                f"checkpoint_interval={checkpoint_interval}: must be >= 1 (commits between "
-                "Delta checkpoints; 100 is the Delta default)"
+                f"checkpoint_interval={checkpoint_interval}: must be within 1..1000 (commits "
+                "between Delta checkpoints; V6 uses 20, Delta's default is 100)"
             )
         self.root = str(root).rstrip("/")
         self.storage_options = dict(storage_options or {})
