@@ -35,6 +35,7 @@ import argparse
 import asyncio
 import copy
 import copyreg
+import hashlib
 import json
 import logging
 import os
@@ -186,6 +187,18 @@ def clone_world(rt: Runtime, exchange: SimExchange, root: Path, *, busy: bool = 
                    lambda: SimBroker(ex))  # fmt: skip
 
 
+def book_digest(store: DeltaStore) -> dict[str, str]:
+    """sha256 per table of the book after the cycle (rows sorted, as CSV) and of its
+    decisions: two code versions that trade and book alike print the same digests."""
+    out = {}
+    for name in (*BOOK_TABLES, "decisions"):
+        frame = store.read(name).collect()
+        frame = frame.drop([c for c in frame.columns if c == "run_id"])  # differs per round
+        csv = frame.sort(frame.columns, nulls_last=True).write_csv()
+        out[name] = hashlib.sha256(csv.encode()).hexdigest()[:12]
+    return out
+
+
 @contextmanager
 def ephemeral_prefect() -> Iterator[None]:
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
@@ -231,6 +244,7 @@ def main() -> None:
     flow_times: list[float] = []
     plain_cpu: list[float] = []
     flow_cpu: list[float] = []
+    digests: set[str] = set()
     with ephemeral_prefect():
         log("prefect: local ephemeral API (prefect_test_harness, temporary SQLite server)")
         with use_runtime(clone_world(rt0, ex0, base / "warm-flow", busy=args.busy)):
@@ -245,6 +259,7 @@ def main() -> None:
             run = asyncio.run(run_trading_cycle(rt, f"bench-plain-{i}", wrap=identity))
             plain_times.append(time.perf_counter() - t)
             plain_cpu.append(time.process_time() - c)
+            digests.add(json.dumps(book_digest(rt.store), sort_keys=True))
             rt = clone_world(rt0, ex0, base / f"flow-{i}", busy=args.busy)
             with use_runtime(rt):
                 t, c = time.perf_counter(), time.process_time()
@@ -280,6 +295,7 @@ def main() -> None:
                 "orders": summary.get("orders"),
                 "filled": summary.get("filled"),
                 "busy": args.busy,
+                "book_digest": [json.loads(d) for d in sorted(digests)],
                 "prefect": "ephemeral (prefect_test_harness)",
             }
         )

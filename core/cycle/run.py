@@ -39,6 +39,7 @@ from core.cycle.steps import (
     summarise,
 )
 from core.execution.ladder import Waiter
+from core.reconcile import BOOK_TABLES
 from core.risk.breaker import (
     BREAKER_UNAVAILABLE,
     STATE_TABLE,
@@ -84,12 +85,20 @@ ORDER_STEPS = frozenset({EXECUTE_EXITS, EXECUTE_ENTRIES})
 
 
 async def run_cycle(ctx: CycleContext, *, wrap: Wrap = identity) -> CycleReport:
-    """Run one cycle over a context whose gate allows the broker (see the module doc)."""
+    """Run one cycle over a context whose gate allows the broker (see the module doc).
+
+    The book's tables are read once per version within the cycle (`cached_reads`): the
+    executor reads them before every order, and most reads find nothing changed."""
     if not ctx.gate.broker_allowed:
         raise ValueError(
             f"run_cycle: the gate ({ctx.gate.mode.value}) forbids touching the broker; "
             "check gate.broker_allowed first (run_trading_cycle does)"
         )
+    with ctx.store.cached_reads(BOOK_TABLES):
+        return await _run_cycle(ctx, wrap)
+
+
+async def _run_cycle(ctx: CycleContext, wrap: Wrap) -> CycleReport:
     report = CycleReport(ctx.run_id, ctx.gate.mode, ctx.clock.now(), ctx.exits_only)
     current = RECONCILE
     try:

@@ -22,8 +22,22 @@ A strategy is either fully on or not on at all, and nothing is ever sent twice:
 6. `check_hard_caps` runs right before every placement, with today's executed usage
    (`intents.sent_today`) and the account's net liquidation the caller read (the
    max-loss caps scale with it; unknown net liquidation refuses every risk-adding order).
-7. Orders and fills go to the book as they happen (`Book.record_order`,
-   `Book.record_fills`); predictions are written when an entry fills.
+7. Orders and fills go to the book when each ladder step settles (`Book.record_fills`,
+   then `Book.record_order`); predictions are written when an entry fills.
+
+What is durable when (each line one Delta commit per table, in this order):
+
+- before anything is sent: the strategy and its legs (PENDING), once per entry;
+- before each order is sent: its intent (`order_intents`, keyed by the orderRef);
+- when a step settles (filled, or cancelled and the cancel confirmed): its fills, with
+  the legs and strategy they open on an entry's first fill, then the order's final state
+  (`orders`); a rejected order, or one whose cancel is unconfirmed, is written then;
+- when the entry ends: its predictions, and the strategy's final quantity or status.
+
+A crash after an intent and before its step settles leaves the intent: the next call
+asks the broker for that ref (`resume`, point 5) and books what it finds, and
+reconciliation records any V6 order or fill the book lacks. No order state is needed
+for that, so in-flight states (Submitted, a partial fill) are never written.
 
 A roll is one BAG holding the closing legs of the old position and the opening legs of
 the new one, so it also fills all-or-nothing; it keeps the strategy id (the new legs are

@@ -2,8 +2,16 @@
 
 Each step quotes the combo, prices it within the job's bounds, checks the hard caps with
 today's usage, writes the intent, places the order, waits its share of `fill_timeout_s`,
-cancels and confirms the cancel, then books the order's fills. `resume` settles the refs
-an earlier call left unfinished, the same way, before anything new goes out.
+cancels and confirms the cancel, then books the order's fills and its final state. `resume`
+settles the refs an earlier call left unfinished, the same way, before anything new goes
+out.
+
+Commits per step: the intent before the send (the one write crash safety needs: a ref
+the broker may hold is always in `order_intents`), then after the step settles the fills
+(with their legs' and strategy's first-fill status, once per entry) and one row per
+order in `orders`. The order's in-flight states are not written: a crash in between
+leaves an intent the next run settles with the broker (`resume`), and reconciliation
+records any V6 order the book lacks.
 
 Waiting is injected (`wait(seconds)`): a SimClock is advanced (simulated time, instant
 tests), a real clock sleeps. Status is polled every `fill_poll_s` with `find_order`,
@@ -301,8 +309,8 @@ class Ladder:
                 raise
             progress.stop(ExecStatus.REJECTED, f"{ref}: {exc}")
             return
-        self.book.record_order(state)
         if state.status is OrderStatus.REJECTED:
+            self.book.record_order(state)
             progress.orders.append(state)
             progress.attempts.append(
                 _sent(ref, state, limit=price, quantity=remaining, filled=0, quote=quote)

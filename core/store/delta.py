@@ -12,8 +12,9 @@ DataFusion plan over every file it cannot prune. So each write opens the table o
 and reuses that snapshot for planning, committing and the resulting version; merges
 are bounded by the batch's time range (`TableSpec.range_keys`) so file statistics
 prune all but the newest files; and a merge whose rows are all either new or
-unchanged -- the normal collection run -- is done as a read of the rows in range plus
-a plain append of the new ones, committed only on top of the snapshot it read.
+unchanged -- the normal collection run, a new intent or fill -- is done as a read of
+the rows that can match plus a plain append of the new ones, committed only on top of
+the snapshot it read.
 
 Every version V6 commits is recorded in a manifest beside the tables (`manifest.py`) and
 every open compares the table with it: a table V6 wrote that is now missing or older
@@ -27,7 +28,8 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -43,6 +45,7 @@ from core.store.integrity import expected_version, open_checked, record_version
 from core.store.location import deltalake_options
 from core.store.manifest import Manifest, check
 from core.store.naming import TableNaming, narrowed
+from core.store.read_cache import ReadCache
 from core.store.registry import REGISTRY
 from core.store.spec import TableSpec
 from core.store.validation import prepare
@@ -83,12 +86,12 @@ class DeltaStore(TableNaming):
         registry: Mapping[str, TableSpec] = REGISTRY,
         commit_retries: int = 8,
         commit_backoff_s: float = 0.05,
-        checkpoint_interval: int = 100,
+        checkpoint_interval: int = 20,
     ) -> None:
-        if checkpoint_interval < 1:
+        if not 1 <= checkpoint_interval <= 1000:
             raise ValueError(
-                f"checkpoint_interval={checkpoint_interval}: must be >= 1 (commits between "
-                "Delta checkpoints; 100 is the Delta default)"
+                f"checkpoint_interval={checkpoint_interval}: must be within 1..1000 (commits "
+                "between Delta checkpoints; V6 uses 20, Delta's default is 100)"
             )
         self.root = str(root).rstrip("/")
         self.storage_options = dict(storage_options or {})
@@ -97,6 +100,7 @@ class DeltaStore(TableNaming):
         self.commit_backoff_s = commit_backoff_s
         self.checkpoint_interval = checkpoint_interval
         self._remote = "://" in self.root
+        self._read_cache: ReadCache | None = None
         self.manifest: Manifest | None = None
         if not self._remote:
             Path(self.root).mkdir(parents=True, exist_ok=True)
@@ -215,7 +219,9 @@ class DeltaStore(TableNaming):
                 if done is not None and done >= txn[1]:
                     log.info("append to %s skipped: txn %s already committed", name, txn)
                     return WriteResult(name, None, 0, skipped=True)
+            base = table.version()
             self._append(table, spec, data, props)
+            self._cache_appended(name, base, table.version(), data)
             return WriteResult(name, table.version(), data.height, method="append")
 
         return self._committed(self._with_retries(name, attempt))
@@ -226,13 +232,15 @@ class DeltaStore(TableNaming):
         `update=False` inserts only rows whose key is new (existing rows are never touched),
         which is how facts like fills are recorded exactly once.
 
-        On tables with a time key (`TableSpec.range_keys`) the stored rows in the batch's
-        range are read first. When none of them differs from its batch row (or `update`
-        is False) the new rows are appended -- no merge plan -- and that commit is only
-        accepted directly on top of the snapshot that was read (`max_commit_retries=0`):
-        if anyone committed in between, the whole attempt (read, diff, append) reruns on
-        the new snapshot, so a concurrent or replayed writer can never add a key twice.
-        Otherwise (a row really changed) it is a Delta MERGE bounded to that range.
+        The stored rows that can share a key with the batch are read first (bounded by
+        the batch's partitions and time range, `TableSpec.range_keys`, or else by its key
+        values). When none of them differs from its batch row (or `update` is False) the
+        new rows are appended -- no merge plan (~20 ms of DataFusion on a small table) --
+        and that commit is only accepted directly on top of the snapshot that was read
+        (`max_commit_retries=0`): if anyone committed in between, the whole attempt
+        (read, diff, append) reruns on the new snapshot, so a concurrent or replayed
+        writer can never add a key twice. Otherwise (a row really changed) it is a Delta
+        MERGE, bounded to the batch's partitions and time range.
         """
         spec = self.spec(name)
         if not spec.keys:
@@ -247,13 +255,16 @@ class DeltaStore(TableNaming):
 
         def attempt() -> WriteResult:
             table = self._open_or_create(name)
-            if spec.range_keys:
-                new, differing = self._diff(table, spec, data)
-                if differing == 0 or not update:
-                    if new.is_empty():
-                        return WriteResult(name, None, 0, method="none")
-                    self._append(table, spec, new, CommitProperties(max_commit_retries=0))
-                    return WriteResult(name, table.version(), new.height, method="insert")
+            base = table.version()
+            new, differing = self._diff(table, spec, data)
+            if differing == 0 or not update:
+                if new.is_empty():
+                    return WriteResult(name, None, 0, method="none")
+                self._append(table, spec, new, CommitProperties(max_commit_retries=0))
+                self._cache_appended(name, base, table.version(), new)
+                return WriteResult(name, table.version(), new.height, method="insert")
+            if self._read_cache is not None:
+                self._read_cache.forget(name)
             merger = table.merge(data, predicate=predicate, source_alias="s", target_alias="t")
             if update:
                 # Update only rows that really changed: a replayed batch commits nothing.
@@ -266,6 +277,10 @@ class DeltaStore(TableNaming):
             return WriteResult(name, version, inserted, updated, method="merge")
 
         return self._committed(self._with_retries(name, attempt))
+
+    def _cache_appended(self, name: str, base: int, version: int, rows: pl.DataFrame) -> None:
+        if self._read_cache is not None and name in self._read_cache.tables:
+            self._read_cache.appended(name, base, version, rows)
 
     def _committed(self, result: WriteResult) -> WriteResult:
         record_version(self, result.table, result.version)
@@ -285,7 +300,9 @@ class DeltaStore(TableNaming):
 
     @staticmethod
     def _range_filter(spec: TableSpec, data: pl.DataFrame) -> pl.Expr:
-        """Rows of the table that can share a key with `data`: its partitions and time range."""
+        """Rows of the table that can share a key with `data`: its partitions and time
+        range; on a table without a time key, its key values (a superset when the key has
+        several columns; the join on the whole key is exact)."""
         where = pl.lit(True)
         for col in (*spec.partition_by, *spec.range_keys):
             if col in spec.partition_by:
@@ -294,6 +311,10 @@ class DeltaStore(TableNaming):
                 where &= pl.col(col).is_between(
                     data.get_column(col).min(), data.get_column(col).max()
                 )
+        if not spec.range_keys:
+            for col in spec.keys:
+                if col not in spec.partition_by:
+                    where &= pl.col(col).is_in(data.get_column(col).unique().implode())
         return where
 
     def _diff(
@@ -303,12 +324,11 @@ class DeltaStore(TableNaming):
         their batch row), read from `table`'s snapshot; file stats prune the read to the
         batch's time range. Values compare null-safely, like the merge's IS DISTINCT FROM."""
         keys = list(spec.keys)
-        stored = (
-            pl.scan_delta(table)
-            .filter(self._range_filter(spec, data))
-            .select(spec.schema.names())
-            .collect()
+        cached = (
+            None if self._read_cache is None else self._read_cache.at(spec.name, table.version())
         )
+        source = pl.scan_delta(table) if cached is None else cached.lazy()
+        stored = source.filter(self._range_filter(spec, data)).select(spec.schema.names()).collect()
         if stored.is_empty():
             return data, 0
         new = data.join(stored.select(keys), on=keys, how="anti")
@@ -376,11 +396,41 @@ class DeltaStore(TableNaming):
         columns: list[str] | None = None,
     ) -> pl.LazyFrame:
         """A lazy scan of the latest version, pinned at call time; filters on partition
-        columns and on columns with file stats (times) skip files before any is opened."""
+        columns and on columns with file stats (times) skip files before any is opened.
+        Inside `cached_reads` a listed table is served from memory while it is unchanged."""
         spec = self.spec(name)
+        cache = self._read_cache
+        if cache is not None and name in cache.tables:
+            return narrowed(self._cached(cache, name).lazy(), where, columns)
         table = self._open(name)
         lf = spec.empty().lazy() if table is None else pl.scan_delta(table)
         return narrowed(lf, where, columns)
+
+    @contextmanager
+    def cached_reads(self, tables: Iterable[str]) -> Iterator[ReadCache | None]:
+        """Within the block, read each of `tables` (small ones: they are held whole) once
+        per version (see `read_cache.py`). Local roots only; nested blocks share the
+        outer cache. Yields the cache (None when not caching), for its hit counts."""
+        if self._remote or self._read_cache is not None:
+            yield self._read_cache
+            return
+        self._read_cache = ReadCache.of(tables)
+        try:
+            yield self._read_cache
+        finally:
+            self._read_cache = None
+
+    def _cached(self, cache: ReadCache, name: str) -> pl.DataFrame:
+        uri = self.uri(name)
+        frame = cache.get(name, uri, expected_version(self, name))
+        if frame is not None:
+            return frame
+        table = self._open(name)
+        if table is None:
+            return self.spec(name).empty()
+        frame = pl.scan_delta(table).collect()
+        cache.put(name, table.version(), frame)
+        return frame
 
     def history(self, name: str, limit: int | None = None) -> list[dict[str, Any]]:
         table = self._open(name)

@@ -229,6 +229,7 @@ def maintain_table(
         dry_run=False,
     )
     table = _open(store, name)
+    _adopt_checkpoint_interval(store, table)
     table.create_checkpoint()
     table.cleanup_metadata()
     record_version(store, name, table.version())
@@ -348,3 +349,12 @@ def failed_result(store: DeltaStore, name: str, exc: Exception) -> MaintenanceRe
 
 def results_frame(rows: Sequence[MaintenanceResult]) -> pl.DataFrame:
     return pl.DataFrame([asdict(r) for r in rows], schema=RESULT_SCHEMA)
+
+
+def _adopt_checkpoint_interval(store: DeltaStore, table: DeltaTable) -> None:
+    """Give a table created under another `checkpoint_interval` the configured one (one
+    metadata commit), so a changed setting reaches existing tables, not only new ones."""
+    key = "delta.checkpointInterval"
+    want = str(store.checkpoint_interval)
+    if table.metadata().configuration.get(key) != want:
+        table.alter.set_table_properties({key: want}, raise_if_not_exists=False)

@@ -31,7 +31,8 @@ Not thread-safe, no cross-process visibility: one process, one run.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -229,6 +230,11 @@ class MemoryStore(TableNaming):
         spec = self.spec(name)
         table = self._tables.get(name)
         return narrowed((spec.empty() if table is None else table.frame).lazy(), where, columns)
+
+    @contextmanager
+    def cached_reads(self, tables: Iterable[str]) -> Iterator[None]:
+        """`DeltaStore.cached_reads`' counterpart: reads here are already from memory."""
+        yield None
 
     def history(self, name: str, limit: int | None = None) -> list[dict[str, Any]]:
         """Commits, newest first (like `DeltaTable.history`)."""

@@ -429,3 +429,29 @@ def test_decisions_recorded_before_the_shared_vocabulary_stay_valid(store: Delta
     )
     with pytest.raises(SchemaViolation):
         store.append("decisions", legacy.with_columns(pl.lit("straddle").alias("strategy_type")))
+
+
+def test_a_book_table_without_a_time_key_takes_the_insert_path(store: DeltaStore) -> None:
+    """Keyed on a string (order_ref): new keys and unchanged replays append after a key
+    lookup; only a row whose values changed goes through a MERGE, and a key never doubles."""
+    spec = store.spec("orders")
+    assert not spec.range_keys
+    first = spec.example().with_columns(pl.lit("v6:s:0:combo").alias("order_ref"))
+    res = store.merge("orders", first)
+    assert (res.method, res.rows_inserted) == ("insert", 1)
+    second = first.with_columns(pl.lit("v6:s:1:combo").alias("order_ref"))
+    res = store.merge("orders", pl.concat([first, second]))
+    assert (res.method, res.rows_inserted, res.rows_updated) == ("insert", 1, 0)
+    assert store.merge("orders", second).method == "none"
+    filled = second.with_columns(pl.lit("CANCELLED").alias("status"))
+    res = store.merge("orders", filled)
+    assert (res.method, res.rows_inserted, res.rows_updated) == ("merge", 0, 1)
+    table = store.read("orders").sort("order_ref").collect()
+    assert table["order_ref"].to_list() == ["v6:s:0:combo", "v6:s:1:combo"]
+    assert table["status"].to_list() == [first["status"].item(), "CANCELLED"]
+    assert (
+        store.merge(
+            "orders", filled.with_columns(pl.lit("x").alias("message")), update=False
+        ).method
+        == "none"
+    )

@@ -9,7 +9,7 @@ import polars as pl
 from deltalake import DeltaTable
 
 from core.domain.timezones import UTC_US
-from core.store import DeltaStore
+from core.store import REGISTRY, DeltaStore
 from core.store.maintenance import disk_usage, maintain, maintain_table
 
 DAYS = [date(2026, 3, 2), date(2026, 3, 3), date(2026, 3, 4)]
@@ -153,3 +153,20 @@ def test_unclustered_table_is_compacted(store_root: Path) -> None:
         store.merge("futures_quarantine", row)
     res = maintain_table(store, "futures_quarantine", retention_hours=168)
     assert (res.files_before, res.files_after, res.files_compacted) == (3, 1, 3)
+
+
+def test_maintenance_gives_old_tables_the_configured_checkpoint_interval(
+    store_root: Path,
+) -> None:
+    old = DeltaStore(store_root, checkpoint_interval=100)
+    old.merge("strategies", REGISTRY["strategies"].example())
+    key = "delta.checkpointInterval"
+    uri = old.uri("strategies")
+    assert DeltaTable(uri).metadata().configuration[key] == "100"
+    now = DeltaStore(store_root, checkpoint_interval=20)
+    maintain_table(now, "strategies", retention_hours=168)
+    assert DeltaTable(uri).metadata().configuration[key] == "20"
+    assert now.read("strategies").collect().height == 1  # the manifest followed the commit
+    version = DeltaTable(uri).version()
+    maintain_table(now, "strategies", retention_hours=168)
+    assert DeltaTable(uri).version() == version  # already set: no second commit
