@@ -101,6 +101,30 @@ CATALOG: tuple[FlowEntry, ...] = (
         one_at_a_time=True,
         description="Ad hoc, audited: reset (or trip) the circuit breaker with a reason.",
     ),
+    FlowEntry(
+        name="halt",
+        target="flows/halt.py:halt",
+        cadence=Cadence.AD_HOC,
+        one_at_a_time=True,
+        description="Emergency, audited: stop entries until a person resets (exits run unless "
+        "exits=false); no cool-down lifts it.",
+    ),
+    FlowEntry(
+        name="cancel_all",
+        target="flows/cancel_all.py:cancel_all",
+        cadence=Cadence.AD_HOC,
+        one_at_a_time=True,
+        description="Emergency: cancel every open V6 order at the broker, each confirmed or "
+        "reported.",
+    ),
+    FlowEntry(
+        name="flatten",
+        target="flows/flatten.py:flatten",
+        cadence=Cadence.AD_HOC,
+        one_at_a_time=True,
+        description="Emergency, audited: halt, then close every open strategy as combo orders "
+        "bounded by natural (confirm=true).",
+    ),
 )
 
 

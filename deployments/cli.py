@@ -348,6 +348,45 @@ def breaks_ack(
     )
 
 
+@app.command("halt")
+def halt(
+    reason: ReasonOption = None,
+    actor: ActorOption = None,
+    no_exits: Annotated[
+        bool, typer.Option("--no-exits", help="refuse exits too: the broker is not touched")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Emergency stop: no entries until a person runs `v6 breaker reset` (no cool-down)."""
+    from deployments.controls import halt as do_halt
+
+    do_halt(_settings(config), console, reason, actor, exits=not no_exits)
+
+
+@app.command("cancel-all")
+def cancel_all(config: ConfigOption = None) -> None:
+    """Cancel every open V6 order at the broker; exit 1 if any cancel is not confirmed."""
+    from deployments.controls import run_cancel_all
+
+    if not run_cancel_all(_settings(config), console).ok:
+        raise typer.Exit(1)
+
+
+@app.command("flatten")
+def flatten(
+    reason: ReasonOption = None,
+    actor: ActorOption = None,
+    confirm: Annotated[bool, typer.Option("--confirm", help="yes, close everything")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Halt, then close every open strategy as combo orders bounded by natural; exit 1 if
+    anything is still open."""
+    from deployments.controls import run_flatten
+
+    if not run_flatten(_settings(config), console, reason, actor, confirm).ok:
+        raise typer.Exit(1)
+
+
 @app.command("status")
 def status(config: ConfigOption = None) -> None:
     """Positions, P&L, breaker state and the last run of each flow."""

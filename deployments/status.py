@@ -30,6 +30,7 @@ from core.risk.breaker import (
     BreakerState,
     BreakerStatus,
     BreakerUnavailable,
+    IllegalTransition,
     Transition,
 )
 from core.store import DeltaStore, StoreError
@@ -44,6 +45,7 @@ _STATE_STYLE = {
     BreakerState.CLOSED: "green",
     BreakerState.OPEN: "bold red",
     BreakerState.HALF_OPEN: "yellow",
+    BreakerState.HALTED: "bold white on red",
 }
 
 
@@ -89,7 +91,7 @@ def breaker_change(
             if action == "trip"
             else b.reset(reason, actor or default_actor(), run_by=run_by)
         )
-    except BreakerUnavailable as exc:
+    except (BreakerUnavailable, IllegalTransition) as exc:
         raise UserError(f"breaker {action} not recorded: {exc}") from None
     except ValueError as exc:
         raise UserError(str(exc)) from None
@@ -110,7 +112,12 @@ def breaker_line(status: BreakerStatus, tz: ZoneInfo) -> str:
         text += f" (by {escape(status.actor)})"
     if status.cooldown_until is not None:
         text += f"; probe allowed after {_fmt_ts(status.cooldown_until, tz)}"
-    if status.state is not BreakerState.CLOSED:
+    if status.state is BreakerState.HALTED:
+        halt = status.transitions[-1] if status.transitions else None
+        exits = halt is not None and halt.halt_allows_exits
+        text += "; exits still run" if exits else "; nothing trades"
+        text += "; only `v6 breaker reset` re-opens trading"
+    elif status.state is not BreakerState.CLOSED:
         text += "; exits still run (reducing mode)" if status.reducing_mode else "; nothing trades"
     return text
 

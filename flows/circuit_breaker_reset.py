@@ -7,13 +7,11 @@ and a markdown artifact records it in the Prefect UI next to the runs it affects
 from __future__ import annotations
 
 from typing import Literal
-from uuid import UUID
 
-from prefect import flow, get_client
+from prefect import flow
 from prefect.artifacts import acreate_markdown_artifact
-from prefect.runtime import flow_run
 
-from core.identity import os_identity
+from flows.audit import run_by as _run_by
 from tasks.risk import breaker_manual
 
 
@@ -43,18 +41,3 @@ async def circuit_breaker_reset(
         "actor": actor,
         "run_by": run_by,
     }
-
-
-async def _run_by() -> str:
-    """Who really ran this: the flow run, its creator as the Prefect server recorded it
-    (a user, deployment or automation; none on a server without auth), and the worker's
-    OS account. `actor` is a parameter anyone can type; this is not."""
-    run_id = flow_run.id
-    creator = "unknown creator"
-    if run_id:
-        async with get_client() as client:
-            run = await client.read_flow_run(UUID(run_id))
-        if run.created_by is not None:
-            who = run.created_by.display_value or str(run.created_by.id or "")
-            creator = f"created by {run.created_by.type or 'unknown'} {who}".strip()
-    return f"flow run {run_id or '-'} ({creator}) on {os_identity()}"

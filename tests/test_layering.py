@@ -56,6 +56,7 @@ CORE_ORDER = (
     "cycle",
     "backtest",
     "chaos",
+    "controls",
 )
 
 
