@@ -387,6 +387,42 @@ def flatten(
         raise typer.Exit(1)
 
 
+@app.command("positions")
+def positions(config: ConfigOption = None) -> None:
+    """Open strategies: legs, credit, mark, P&L, DTE, greeks and the rules' last word."""
+    from deployments.positions import WIDTH, print_positions
+
+    console.width = min(console.width, WIDTH)
+    print_positions(_settings(config), console)
+
+
+@app.command("trades")
+def trades(
+    since: Annotated[
+        str | None, typer.Option(help="first market date to show, YYYY-MM-DD (default: all)")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Closed trades with realised P&L, oldest first."""
+    from deployments.positions import WIDTH, parse_since, print_trades
+
+    day = parse_since(since)
+    console.width = min(console.width, WIDTH)
+    print_trades(_settings(config), console, day)
+
+
+@app.command("strategy")
+def strategy(
+    strategy_id: Annotated[str, typer.Argument(help="the strategy id, e.g. from v6 positions")],
+    config: ConfigOption = None,
+) -> None:
+    """One strategy's life: intent, orders with prices, fills, rule decisions, close."""
+    from deployments.positions import WIDTH, print_strategy
+
+    console.width = min(console.width, WIDTH)
+    print_strategy(_settings(config), console, strategy_id)
+
+
 @app.command("status")
 def status(config: ConfigOption = None) -> None:
     """Positions, P&L, breaker state and the last run of each flow."""

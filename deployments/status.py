@@ -13,7 +13,7 @@ import asyncio
 import getpass
 import os
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import polars as pl
@@ -214,16 +214,23 @@ class PnL:
     daily_pnl: float | None  # last trading cycle's daily P&L from the broker
     net_liq: float | None
     daily_as_of: datetime | None
+    as_of_date: date | None = None  # the market date "today" means: the latest close's
 
 
 def pnl_summary(store: DeltaStore, now: datetime, tz: ZoneInfo) -> PnL:
-    """Realised P&L from closed trades; today's P&L as the last trading cycle saw it."""
-    local_today = now.astimezone(tz).date()
+    """Realised P&L from closed trades; today's P&L as the last trading cycle saw it.
+
+    "Today" and "the last 30 days" follow the data, not the wall clock: they end at the
+    latest close on record (a simulated book lives on its own dates; the line names the
+    date), and at `now` only before the first close."""
     closed_local = pl.col("closed_at").dt.convert_time_zone(str(tz)).dt.date()
     trades = store.read("trades", columns=["closed_at", "pnl"])
+    latest = trades.select(pl.col("closed_at").max()).collect().item()
+    anchor = latest if isinstance(latest, datetime) else now
+    local_today = anchor.astimezone(tz).date()
     agg = trades.select(
         today=pl.col("pnl").filter(closed_local == local_today).sum(),
-        d30=pl.col("pnl").filter(pl.col("closed_at") > now - timedelta(days=30)).sum(),
+        d30=pl.col("pnl").filter(pl.col("closed_at") > anchor - timedelta(days=30)).sum(),
         total=pl.col("pnl").sum(),
         n=pl.len(),
     ).collect()
@@ -244,6 +251,7 @@ def pnl_summary(store: DeltaStore, now: datetime, tz: ZoneInfo) -> PnL:
         daily_pnl=daily["daily_pnl"] if daily else None,
         net_liq=daily["net_liq"] if daily else None,
         daily_as_of=daily["ts"] if daily else None,
+        as_of_date=local_today if n else None,
     )
 
 
@@ -261,8 +269,9 @@ def pnl_lines(pnl: PnL, tz: ZoneInfo) -> list[str]:
         )
     if pnl.trades_total:
         lines.append(
-            f"realised (closed trades): today {_usd(pnl.realised_today)}, last 30 days "
-            f"{_usd(pnl.realised_30d)}, all {pnl.trades_total} trades {_usd(pnl.realised_total)}"
+            f"realised (closed trades): on {pnl.as_of_date} (the latest close) "
+            f"{_usd(pnl.realised_today)}, 30 days to then {_usd(pnl.realised_30d)}, "
+            f"all {pnl.trades_total} trades {_usd(pnl.realised_total)}"
         )
     return lines or ["no P&L recorded yet (no closed trades, no trading cycle)"]
 

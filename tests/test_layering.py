@@ -57,6 +57,7 @@ CORE_ORDER = (
     "backtest",
     "chaos",
     "controls",
+    "views",
 )
 
 
