@@ -35,7 +35,7 @@ def _table(title: str, cols: list[tuple[str, str]]) -> Table:
     """Light borders (no vertical rules) to fit 100 columns; ids never wrap, text folds."""
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for name, justify in cols:
-        ident = name in ("strategy", "ref", "closed", "sent", "time", "at")
+        ident = name in ("strategy", "type", "ref", "closed", "sent", "time", "at")
         table.add_column(
             name,
             justify=justify,  # type: ignore[arg-type]

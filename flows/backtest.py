@@ -16,7 +16,7 @@ from prefect.artifacts import acreate_markdown_artifact
 from tasks.backtest import simulate
 
 
-@flow(name="backtest", retries=0)
+@flow(name="backtest", retries=0, flow_run_name="backtest {days} days from {start} seed {seed}")
 async def backtest(
     days: int = 20, start: date | None = None, seed: int | None = None, cycle_minutes: int = 60
 ) -> dict[str, Any]:

@@ -10,10 +10,11 @@ from prefect import flow
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.states import Completed, Failed, State
 
+from flows.naming import market_run_name
 from tasks.controls import cancel_all_task
 
 
-@flow(name="cancel_all", retries=0)
+@flow(name="cancel_all", retries=0, flow_run_name=market_run_name("cancel-all"))
 async def cancel_all() -> State:
     report = await cancel_all_task()
     lines = report.lines()

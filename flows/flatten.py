@@ -13,10 +13,11 @@ from prefect.artifacts import acreate_markdown_artifact
 from prefect.states import Completed, Failed, State
 
 from flows.audit import run_by
+from flows.naming import market_run_name
 from tasks.controls import flatten_task
 
 
-@flow(name="flatten", retries=0)
+@flow(name="flatten", retries=0, flow_run_name=market_run_name("flatten"))
 async def flatten(reason: str, confirm: bool = False, actor: str = "prefect-ui") -> State:
     if not confirm:
         raise ValueError(

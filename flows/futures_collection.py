@@ -18,6 +18,7 @@ from core.calendar import MarketCalendar
 from core.marketdata.futures_collection import PreparedBatch
 from core.run_guard import Session
 from core.runtime import current_runtime
+from flows.naming import market_run_name
 from flows.states import skipped
 from tasks.broker import connect_broker
 from tasks.guards import should_skip
@@ -36,7 +37,7 @@ from tasks.market_data import (
 UNDERLYING_GRACE = timedelta(minutes=5)
 
 
-@flow(name="futures_collection")
+@flow(name="futures_collection", flow_run_name=market_run_name("futures"))
 async def futures_collection(
     symbols: list[str] | None = None,
     underlyings: bool = True,

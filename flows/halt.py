@@ -10,10 +10,11 @@ from prefect import flow
 from prefect.artifacts import acreate_markdown_artifact
 
 from flows.audit import run_by
+from flows.naming import market_run_name
 from tasks.controls import halt_task
 
 
-@flow(name="halt", retries=0)
+@flow(name="halt", retries=0, flow_run_name=market_run_name("halt"))
 async def halt(reason: str, actor: str = "prefect-ui", exits: bool = True) -> dict[str, str]:
     if not reason.strip():
         raise ValueError("reason is required: say why trading is being halted")

@@ -15,10 +15,11 @@ from prefect.states import Failed, State
 
 from core.runtime import current_runtime
 from core.store.maintenance import MaintenanceResult, failed_result, results_frame
+from flows.naming import market_run_name
 from tasks.maintenance import maintain_one_table, publish_maintenance_artifacts
 
 
-@flow(name="maintenance")
+@flow(name="maintenance", flow_run_name=market_run_name("maintenance"))
 async def maintenance(
     tables: list[str] | None = None, retention_hours: int | None = None
 ) -> dict[str, Any] | State:

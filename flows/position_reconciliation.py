@@ -18,6 +18,7 @@ from prefect.states import State
 
 from core.run_guard import Session
 from core.runtime import current_runtime
+from flows.naming import market_run_name
 from flows.states import skipped
 from tasks.broker import connect_broker
 from tasks.guards import should_skip
@@ -29,7 +30,7 @@ def _run_id(stamp: str) -> str:
     return f"recon-{stamp}-{str(run)[:8]}" if run else f"recon-{stamp}"
 
 
-@flow(name="position_reconciliation")
+@flow(name="position_reconciliation", flow_run_name=market_run_name("reconcile"))
 async def position_reconciliation(guard: bool = True) -> dict[str, Any] | State:
     """`guard=False` when called by the trading cycle (which already checked the session)."""
     if guard:

@@ -110,3 +110,29 @@ async def test_flatten_flow_needs_confirm_then_closes_everything(
     assert all(p.quantity == 0 for p in exchange.positions())
     assert runtime.store.read("strategies").collect()["status"].to_list() == ["CLOSED"]
     assert Breaker(runtime.store, SETTINGS.breaker).state() is BreakerState.HALTED
+
+
+async def test_order_lines_reach_the_run_logs(runtime: Runtime, exchange: SimExchange) -> None:
+    """The ladder's "sending ... @ price" lines are in the flatten run's Prefect logs."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    sim = SimBroker(exchange)
+    await sim.connect()
+    ex = ComboExecutor(
+        sim, runtime.store, runtime.clock, SETTINGS, net_liquidation=SETTINGS.sim.net_liquidation
+    )
+    assert (await ex.execute_entry(await condor(exchange))).status is ExecStatus.FILLED
+    with use_runtime(runtime):
+        state = await flatten(reason="drill", confirm=True, return_state=True)
+    assert state.is_completed(), state.message
+    run_id = state.state_details.flow_run_id
+    assert run_id is not None
+    await APILogHandler.aflush()  # the handler ships logs in batches: ship them now
+    async with get_client() as client:
+        logs = await client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id]))
+        )
+    sent = [lg.message for lg in logs if lg.message.startswith("sending v6:")]
+    assert sent and all(" close x1 @ " in m for m in sent), [lg.message for lg in logs]
