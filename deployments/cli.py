@@ -59,8 +59,15 @@ def _settings(config: Path | None) -> Settings:
 
 
 @config_app.command("check")
-def config_check(config: ConfigOption = None) -> None:
-    """Validate the configuration and print the effective settings (secrets masked)."""
+def config_check(
+    config: ConfigOption = None,
+    show_all: Annotated[bool, typer.Option("--all", help="list the defaults too")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print the whole effective configuration as JSON")
+    ] = False,
+) -> None:
+    """Validate the configuration: the file read, and each setting not at its default with
+    where it came from (file or V6_* variable); secrets masked."""
     settings = _settings(config)
     if settings.broker.is_live:
         account = mask_account(settings.broker.account or "") or "the login's only account"
@@ -71,7 +78,12 @@ def config_check(config: ConfigOption = None) -> None:
                 style="bold white on red",
             )
         )
-    console.print_json(json.dumps(settings.masked(), default=str))
+    if as_json:
+        console.print_json(json.dumps(settings.masked(), default=str))
+    else:
+        from deployments.config_view import print_config
+
+        print_config(settings, console, config, show_all=show_all)
     mode = "[bold red]LIVE[/bold red]" if settings.broker.is_live else "paper/simulated"
     console.print(f"[green]configuration OK[/green] ({mode})")
 
