@@ -21,6 +21,7 @@ from core.runtime import current_runtime
 from flows.naming import market_run_name
 from flows.states import skipped
 from tasks.broker import connect_broker
+from tasks.console import publish_console_artifacts
 from tasks.guards import should_skip
 from tasks.reconcile import publish_artifact, reconcile_with_retries, slot_usage
 
@@ -45,6 +46,7 @@ async def position_reconciliation(guard: bool = True) -> dict[str, Any] | State:
         await broker.disconnect()
     slots = await slot_usage()
     await publish_artifact(rec.result, slots)
+    await publish_console_artifacts(current_runtime())
     summary = rec.result.summary()
     get_run_logger().info(
         "reconciled %d positions: %d break(s), %d unresolved, %d fill(s) recorded",

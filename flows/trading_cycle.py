@@ -44,6 +44,7 @@ from core.run_guard import Session
 from core.runtime import current_runtime
 from flows.naming import market_run_name, outcome_tags, tag_run
 from flows.states import from_outcome, skipped
+from tasks.console import publish_console_artifacts
 from tasks.cycle import prefect_wrap, publish_cycle_artifacts
 from tasks.guards import should_skip
 
@@ -73,6 +74,7 @@ async def trading_cycle(exits_only: bool = False, guard: bool = True) -> State:
             rt, run_id, wrap=prefect_wrap(rt.settings), exits_only=exits_only
         )
     await publish_cycle_artifacts(run)
+    await publish_console_artifacts(rt)
     await tag_run(outcome_tags(run.outcome.name, run.gate))
     summary = run.summary()
     log = get_run_logger()
