@@ -471,7 +471,12 @@ class BreakerSettings(_Section):
 
 class AnalysisSettings(_Section):
     min_trades: int = Field(10, ge=1)
-    window_days: int = Field(30, ge=1)
+    window_days: int = Field(
+        30,
+        ge=1,
+        le=1000,
+        description="live side: the last N market sessions with a closed live trade",
+    )
     weight_min: float = Field(0.5, gt=0)
     weight_max: float = Field(1.0, gt=0)
     bootstrap_samples: int = Field(1000, ge=100)
