@@ -207,6 +207,30 @@ class ScheduleSettings(_Section):
     )
 
 
+class AlertSettings(_Section):
+    """Alerts go to Prefect notification blocks (webhook, Slack, email) named 'slug/name'.
+
+    The blocks are created in the Prefect UI or API; V6 only names them."""
+
+    blocks: list[str] = Field(
+        [],
+        max_length=10,
+        description="notification blocks that receive V6's alerts, e.g. 'slack-webhook/desk'",
+    )
+
+    @field_validator("blocks")
+    @classmethod
+    def _slug_slash_name(cls, value: list[str]) -> list[str]:
+        for name in value:
+            slug, _, block = name.partition("/")
+            if not slug or not block:
+                raise ValueError(
+                    f"alerts.blocks: {name!r} is not 'block-type-slug/block-name'; "
+                    "e.g. 'custom-webhook/v6-desk' or 'slack-webhook/desk'"
+                )
+        return value
+
+
 class UniverseSettings(_Section):
     underlyings: list[str] = Field(["SPY", "QQQ", "IWM"], min_length=1)
     futures: list[str] = Field(["ES", "NQ", "RTY"], min_length=1)
@@ -649,6 +673,7 @@ class Settings(BaseSettings):
     reconciliation: ReconciliationSettings = ReconciliationSettings()
     cycle: CycleSettings = CycleSettings()
     sim: SimSettings = SimSettings()
+    alerts: AlertSettings = AlertSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -11,10 +11,17 @@ from prefect.artifacts import acreate_markdown_artifact
 from prefect.states import Completed, Failed, State
 
 from flows.naming import market_run_name
+from tasks.alerts import alert_on_failure
 from tasks.controls import cancel_all_task
 
 
-@flow(name="cancel_all", retries=0, flow_run_name=market_run_name("cancel-all"))
+@flow(
+    name="cancel_all",
+    retries=0,
+    flow_run_name=market_run_name("cancel-all"),
+    on_failure=[alert_on_failure],
+    on_crashed=[alert_on_failure],
+)
 async def cancel_all() -> State:
     report = await cancel_all_task()
     lines = report.lines()

@@ -13,10 +13,17 @@ from prefect.artifacts import acreate_markdown_artifact
 
 from flows.audit import run_by as _run_by
 from flows.naming import market_run_name
+from tasks.alerts import alert_on_failure
 from tasks.risk import breaker_manual
 
 
-@flow(name="circuit_breaker_reset", retries=0, flow_run_name=market_run_name("breaker change"))
+@flow(
+    name="circuit_breaker_reset",
+    retries=0,
+    flow_run_name=market_run_name("breaker change"),
+    on_failure=[alert_on_failure],
+    on_crashed=[alert_on_failure],
+)
 async def circuit_breaker_reset(
     reason: str, actor: str = "prefect-ui", action: Literal["reset", "trip"] = "reset"
 ) -> dict[str, str]:

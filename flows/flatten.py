@@ -14,10 +14,17 @@ from prefect.states import Completed, Failed, State
 
 from flows.audit import run_by
 from flows.naming import market_run_name
+from tasks.alerts import alert_on_failure, send_alert
 from tasks.controls import flatten_task
 
 
-@flow(name="flatten", retries=0, flow_run_name=market_run_name("flatten"))
+@flow(
+    name="flatten",
+    retries=0,
+    flow_run_name=market_run_name("flatten"),
+    on_failure=[alert_on_failure],
+    on_crashed=[alert_on_failure],
+)
 async def flatten(reason: str, confirm: bool = False, actor: str = "prefect-ui") -> State:
     if not confirm:
         raise ValueError(
@@ -32,6 +39,9 @@ async def flatten(reason: str, confirm: bool = False, actor: str = "prefect-ui")
         key="flatten",
         markdown="### Flatten\n\n" + "\n".join(f"- {ln}" for ln in lines) + "\n",
         description=f"flatten: {len(report.closes)} strategy(ies)",
+    )
+    await send_alert(
+        f"V6 flatten by {actor}: {'flat' if report.ok else 'NOT flat'}", "\n".join(lines)
     )
     if report.ok:
         return Completed(message="; ".join(lines), data=lines)

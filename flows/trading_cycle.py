@@ -44,6 +44,7 @@ from core.run_guard import Session
 from core.runtime import current_runtime
 from flows.naming import market_run_name, outcome_tags, tag_run
 from flows.states import from_outcome, skipped
+from tasks.alerts import alert_on_failure
 from tasks.console import publish_console_artifacts
 from tasks.cycle import prefect_wrap, publish_cycle_artifacts
 from tasks.guards import should_skip
@@ -54,7 +55,13 @@ def _run_id() -> str:
     return f"cycle-{run}" if run else f"cycle-{uuid.uuid4().hex[:12]}"
 
 
-@flow(name="trading_cycle", retries=0, flow_run_name=market_run_name("cycle"))
+@flow(
+    name="trading_cycle",
+    retries=0,
+    flow_run_name=market_run_name("cycle"),
+    on_failure=[alert_on_failure],
+    on_crashed=[alert_on_failure],
+)
 async def trading_cycle(exits_only: bool = False, guard: bool = True) -> State:
     """`exits_only=True`: run the exit rules only (an ad hoc de-risking run).
     `guard=False`: skip the stale/market-hours check (a manual run outside the schedule)."""
