@@ -61,7 +61,26 @@ def halt(
         "`v6 breaker reset`",
         soft_wrap=True,
     )
+    _announce(settings, console, f"V6 HALTED by {t.actor}", f"{t.reason}; {what}")
     return t
+
+
+def _announce(settings: Settings, console: Console, subject: str, body: str) -> None:
+    """Send the alert when blocks and a Prefect server are configured; say what happened."""
+    if not settings.alerts.blocks:
+        return
+    from deployments.serve import configured_api_url, server_problem
+    from tasks.alerts import send_alert
+
+    url = configured_api_url()
+    problem = "PREFECT_API_URL is unset" if url is None else server_problem(url)
+    if problem is not None:
+        console.print(
+            f"[yellow]alert not sent[/yellow]: the blocks live on the Prefect server ({problem})"
+        )
+        return
+    sent = asyncio.run(send_alert(subject, body, settings))
+    console.print(f"alert sent to {sent} of {len(settings.alerts.blocks)} notification block(s)")
 
 
 def run_cancel_all(settings: Settings, console: Console) -> CancelAllReport:

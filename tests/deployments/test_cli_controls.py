@@ -131,3 +131,16 @@ def test_cancel_all_and_flatten_reach_the_gateway(
     assert "halted (exits allowed) by carol: flatten: drill" in out
     assert "no open strategies in the book" in out
     assert breaker().state() is BreakerState.HALTED
+
+
+def test_halt_says_when_its_alert_cannot_be_sent(
+    capsys: pytest.CaptureFixture[str], home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    monkeypatch.setenv("V6_ALERTS__BLOCKS", '["custom-webhook/desk"]')
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        code, out, _ = v6(capsys, "halt", "--reason", "drill")
+    assert code == 0 and "CLOSED -> HALTED" in out
+    assert "alert not sent" in out and "PREFECT_API_URL is unset" in out
+    assert breaker().state() is BreakerState.HALTED  # the halt never waits on an alert
