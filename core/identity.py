@@ -26,6 +26,8 @@ def installation_id(home: str) -> str:
     home always gives the same id, two homes on one machine never share one. Lowercase
     letters, digits and dashes, as Prefect artifact keys require."""
     import hashlib
+    from pathlib import Path
 
-    digest = hashlib.sha256(home.encode()).hexdigest()[:10]
+    where = home if "://" in home else str(Path(home).resolve())  # ./data differs per home
+    digest = hashlib.sha256(where.encode()).hexdigest()[:10]
     return f"v6-{digest}"

@@ -17,6 +17,7 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.types.entrypoint import EntrypointType
 
 from core.config import Settings
+from deployments.installation import home_tag
 from deployments.schedules import Cadence, schedules_for
 
 # The checkout: the flows' files live at CHECKOUT/flows/NAME.py.
@@ -147,7 +148,7 @@ def deployment_for(item: FlowEntry, settings: Settings) -> RunnerDeployment:
         schedules=schedules_for(item.cadence, settings.schedules),
         concurrency_limit=limit,
         description=item.description,
-        tags=["v6", item.cadence.value],
+        tags=["v6", item.cadence.value, home_tag(settings)],
         entrypoint_type=EntrypointType.FILE_PATH,
     )
     # to_deployment is sync-compatible: called from sync code it returns the object itself.

@@ -303,8 +303,9 @@ class FlowRunInfo:
     next_at: datetime | None
 
 
-async def flow_runs(names: list[str]) -> list[FlowRunInfo]:
-    """Last run (anything past Scheduled/Pending) and next scheduled run of each flow."""
+async def flow_runs(names: list[str], home: str | None = None) -> list[FlowRunInfo]:
+    """Last run (anything past Scheduled/Pending) and next scheduled run of each flow;
+    with `home` (a `home:v6-<id>` tag), only this installation's runs."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         FlowFilter,
@@ -312,11 +313,13 @@ async def flow_runs(names: list[str]) -> list[FlowRunInfo]:
         FlowRunFilter,
         FlowRunFilterState,
         FlowRunFilterStateType,
+        FlowRunFilterTags,
     )
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.sorting import FlowRunSort
 
     not_started = [StateType.SCHEDULED, StateType.PENDING]
+    mine = FlowRunFilterTags(all_=[home]) if home else None
     out: list[FlowRunInfo] = []
     async with get_client() as client:
         for name in names:
@@ -324,7 +327,8 @@ async def flow_runs(names: list[str]) -> list[FlowRunInfo]:
             last = await client.read_flow_runs(
                 flow_filter=by_flow,
                 flow_run_filter=FlowRunFilter(
-                    state=FlowRunFilterState(type=FlowRunFilterStateType(not_any_=not_started))
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(not_any_=not_started)),
+                    tags=mine,
                 ),
                 sort=FlowRunSort.EXPECTED_START_TIME_DESC,
                 limit=1,
@@ -334,7 +338,8 @@ async def flow_runs(names: list[str]) -> list[FlowRunInfo]:
                 flow_run_filter=FlowRunFilter(
                     state=FlowRunFilterState(
                         type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])
-                    )
+                    ),
+                    tags=mine,
                 ),
                 sort=FlowRunSort.EXPECTED_START_TIME_ASC,
                 limit=1,
@@ -413,8 +418,12 @@ def print_status(settings: Settings, console: Console, now: datetime | None = No
     if problem is not None:
         console.print(f"flows: Prefect server at {url} is unreachable ({problem})")
         return
-    infos = asyncio.run(flow_runs([e.name for e in CATALOG]))
+    from deployments.installation import home_tag
+
+    tag = home_tag(settings)
+    infos = asyncio.run(flow_runs([e.name for e in CATALOG], tag))
     console.print(flow_runs_table(infos, tz))
+    console.print(f"flows: only this home's runs (tag {tag}) on {url}")
 
 
 __all__ = [
