@@ -325,13 +325,24 @@ def print_summary(demo: Demo, console: Console) -> None:
     from prefect.settings import get_current_settings
 
     db = get_current_settings().server.database.connection_url
-    where = db.get_secret_value() if db is not None else "Prefect's local database"
+    where = _without_password(db.get_secret_value()) if db else "Prefect's local database"
     console.print(
         f"The demo's runs are in {where}, tagged {home_tag(demo.settings)}: `prefect server start` "
         "(same PREFECT_HOME), open http://127.0.0.1:4200/runs and filter by that tag.",
         soft_wrap=True,
     )
     console.print("`v6 tables` lists what was stored; `v6 status` shows positions and breaker.")
+
+
+def _without_password(url: str) -> str:
+    """A database URL fit to print: any password replaced by ***."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 def self_check(registry: Mapping[str, TableSpec], console: Console) -> int:
