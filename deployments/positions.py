@@ -35,12 +35,13 @@ def _table(title: str, cols: list[tuple[str, str]]) -> Table:
     """Light borders (no vertical rules) to fit 100 columns; ids never wrap, text folds."""
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for name, justify in cols:
-        ident = name in ("strategy", "type", "ref", "closed", "sent", "time", "at")
+        whole = name in ("strategy", "type", "ref", "closed", "sent", "time", "at")
+        whole = whole or justify == "right"  # ids, times and numbers never break
         table.add_column(
             name,
             justify=justify,  # type: ignore[arg-type]
-            overflow="ellipsis" if ident else "fold",
-            no_wrap=ident,
+            overflow="ellipsis" if whole else "fold",
+            no_wrap=whole,
         )
     return table
 
@@ -133,7 +134,7 @@ def print_trades(settings: Settings, console: Console, since: date | None) -> in
     table = _table(
         f"closed trades ({trades.height})" + (f" since {since}" if since else "")
         + "; credit and debit per share, P&L in USD",
-        [("closed", "left"), ("strategy", "left"), ("type", "left"), ("qty", "right"),
+        [("closed", "left"), ("strategy", "left"), ("qty", "right"),
          ("credit", "right"), ("debit", "right"), ("P&L", "right"), ("%", "right"),
          ("days", "right"), ("exit", "left")],
     )  # fmt: skip
@@ -141,8 +142,8 @@ def print_trades(settings: Settings, console: Console, since: date | None) -> in
         pnl = r["pnl"]
         style = "green" if (pnl or 0) >= 0 else "red"
         table.add_row(
-            _ts(r["closed_at"], tz, "%y-%m-%d %H:%M"), str(r["strategy_id"]),
-            str(r["strategy_type"]), str(r["quantity"]), _num(r["entry_credit"]),
+            _ts(r["closed_at"], tz, "%m-%d %H:%M"), str(r["strategy_id"]),
+            str(r["quantity"]), _num(r["entry_credit"]),
             _num(r["exit_debit"]), f"[{style}]{_num(pnl, '{:+,.2f}')}[/]",
             _num(r["pnl_pct"], "{:+.0f}%"), _num(r["holding_days"], "{:.1f}"),
             escape(str(r["exit_reason"] or "-")),
