@@ -499,7 +499,7 @@ class AnalysisSettings(_Section):
         30,
         ge=1,
         le=1000,
-        description="live side: the last N market sessions with a closed live trade",
+        description="live side: the last N days, widened to the last N sessions with a live close",
     )
     weight_min: float = Field(0.5, gt=0)
     weight_max: float = Field(1.0, gt=0)

@@ -2,8 +2,9 @@
 
 Kept apart from `variance.py` so the analysis stays pure (frames in, frames out) and this
 file holds every decision about *which* rows make up each side:
-- live = `trades` closed in the last `window_days` sessions with a live close up to as_of
-  (see `load_inputs`), with their `predictions`;
+- live = `trades` closed in the last `window_days` days, widened to the last
+  `window_days` sessions with a live close up to as_of (`load_inputs`), with their
+  `predictions`;
 - historical = one backtest run (the one asked for, else the latest by `run_at`), with
   its predictions; the whole run, since a backtest's dates are simulated history.
 Writes are idempotent merges keyed by run date, so re-running a night replaces it.
@@ -55,12 +56,13 @@ def load_inputs(
 ) -> VarianceInputs:
     """Both sides of tonight's comparison, read lazily and filtered in the scan.
 
-    The live window follows the data: the last `window_days` market sessions (New York
-    dates) on which live trades closed, up to `as_of`, so a quiet month or a simulated
-    book on its own dates is still compared (never "0 live trades" because the wall
-    clock moved on). Without any live trade it is the last `window_days` calendar days."""
+    The live window follows the data: the last `window_days` calendar days up to `as_of`,
+    widened back to take in the last `window_days` market sessions (New York dates) on
+    which live trades closed, so a quiet month or a simulated book on its own dates is
+    still compared (never "0 live trades" because the wall clock moved on)."""
     start, end = live_window(as_of, window_days)
-    start = _sessions_start(store, end, window_days) or start
+    sessions = _sessions_start(store, end, window_days)
+    start = start if sessions is None else min(start, sessions)
     closed = pl.col("closed_at")
     live = store.read("trades", where=(closed > start) & (closed <= end)).collect()
     live_pred = (

@@ -1,5 +1,5 @@
-"""The live side of the variance analysis follows the data: the last N market sessions with
-a live close, however long ago the wall clock puts them."""
+"""The live side of the variance analysis follows the data: the last N days, widened back to
+the last N market sessions with a live close, however long ago the wall clock puts them."""
 
 from __future__ import annotations
 
