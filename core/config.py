@@ -319,6 +319,30 @@ class ScheduleSettings(_Section):
     )
 
 
+class AlertSettings(_Section):
+    """Alerts go to Prefect notification blocks (webhook, Slack, email) named 'slug/name'.
+
+    The blocks are created in the Prefect UI or API; V6 only names them."""
+
+    blocks: list[str] = Field(
+        [],
+        max_length=10,
+        description="notification blocks that receive V6's alerts, e.g. 'slack-webhook/desk'",
+    )
+
+    @field_validator("blocks")
+    @classmethod
+    def _slug_slash_name(cls, value: list[str]) -> list[str]:
+        for name in value:
+            slug, _, block = name.partition("/")
+            if not slug or not block:
+                raise ValueError(
+                    f"alerts.blocks: {name!r} is not 'block-type-slug/block-name'; "
+                    "e.g. 'custom-webhook/v6-desk' or 'slack-webhook/desk'"
+                )
+        return value
+
+
 class UniverseSettings(_Section):
     underlyings: list[str] = Field(["SPY", "QQQ", "IWM"], min_length=1)
     futures: list[str] = Field(["ES", "NQ", "RTY"], min_length=1)
@@ -598,7 +622,12 @@ class BreakerSettings(_Section):
 
 class AnalysisSettings(_Section):
     min_trades: int = Field(10, ge=1)
-    window_days: int = Field(30, ge=1)
+    window_days: int = Field(
+        30,
+        ge=1,
+        le=1000,
+        description="live side: the last N days, widened to the last N sessions with a live close",
+    )
     weight_min: float = Field(0.5, gt=0)
     weight_max: float = Field(1.0, gt=0)
     bootstrap_samples: int = Field(1000, ge=100)
@@ -771,6 +800,7 @@ class Settings(BaseSettings):
     reconciliation: ReconciliationSettings = ReconciliationSettings()
     cycle: CycleSettings = CycleSettings()
     sim: SimSettings = SimSettings()
+    alerts: AlertSettings = AlertSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -19,3 +19,15 @@ def os_identity() -> str:
     except (ImportError, KeyError):
         login = f"uid {os.getuid()}" if hasattr(os, "getuid") else "unknown"
     return f"{login}@{socket.gethostname()}"
+
+
+def installation_id(home: str) -> str:
+    """A short, stable name for one V6 installation (its store root, resolved): the same
+    home always gives the same id, two homes on one machine never share one. Lowercase
+    letters, digits and dashes, as Prefect artifact keys require."""
+    import hashlib
+    from pathlib import Path
+
+    where = home if "://" in home else str(Path(home).resolve())  # ./data differs per home
+    digest = hashlib.sha256(where.encode()).hexdigest()[:10]
+    return f"v6-{digest}"

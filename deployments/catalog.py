@@ -17,6 +17,7 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.types.entrypoint import EntrypointType
 
 from core.config import Settings
+from deployments.installation import home_tag
 from deployments.schedules import Cadence, schedules_for
 
 # The checkout: the flows' files live at CHECKOUT/flows/NAME.py.
@@ -101,6 +102,30 @@ CATALOG: tuple[FlowEntry, ...] = (
         one_at_a_time=True,
         description="Ad hoc, audited: reset (or trip) the circuit breaker with a reason.",
     ),
+    FlowEntry(
+        name="halt",
+        target="flows/halt.py:halt",
+        cadence=Cadence.AD_HOC,
+        one_at_a_time=True,
+        description="Emergency, audited: stop entries until a person resets (exits run unless "
+        "exits=false); no cool-down lifts it.",
+    ),
+    FlowEntry(
+        name="cancel_all",
+        target="flows/cancel_all.py:cancel_all",
+        cadence=Cadence.AD_HOC,
+        one_at_a_time=True,
+        description="Emergency: cancel every open V6 order at the broker, each confirmed or "
+        "reported.",
+    ),
+    FlowEntry(
+        name="flatten",
+        target="flows/flatten.py:flatten",
+        cadence=Cadence.AD_HOC,
+        one_at_a_time=True,
+        description="Emergency, audited: halt, then close every open strategy as combo orders "
+        "bounded by natural (confirm=true).",
+    ),
 )
 
 
@@ -123,7 +148,7 @@ def deployment_for(item: FlowEntry, settings: Settings) -> RunnerDeployment:
         schedules=schedules_for(item.cadence, settings.schedules),
         concurrency_limit=limit,
         description=item.description,
-        tags=["v6", item.cadence.value],
+        tags=["v6", item.cadence.value, home_tag(settings)],
         entrypoint_type=EntrypointType.FILE_PATH,
     )
     # to_deployment is sync-compatible: called from sync code it returns the object itself.

@@ -59,8 +59,15 @@ def _settings(config: Path | None) -> Settings:
 
 
 @config_app.command("check")
-def config_check(config: ConfigOption = None) -> None:
-    """Validate the configuration and print the effective settings (secrets masked)."""
+def config_check(
+    config: ConfigOption = None,
+    show_all: Annotated[bool, typer.Option("--all", help="list the defaults too")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print the whole effective configuration as JSON")
+    ] = False,
+) -> None:
+    """Validate the configuration: the file read, and each setting not at its default with
+    where it came from (file or V6_* variable); secrets masked."""
     settings = _settings(config)
     if settings.broker.is_live:
         account = mask_account(settings.broker.account or "") or "the login's only account"
@@ -71,7 +78,12 @@ def config_check(config: ConfigOption = None) -> None:
                 style="bold white on red",
             )
         )
-    console.print_json(json.dumps(settings.masked(), default=str))
+    if as_json:
+        console.print_json(json.dumps(settings.masked(), default=str))
+    else:
+        from deployments.config_view import print_config
+
+        print_config(settings, console, config, show_all=show_all)
     mode = "[bold red]LIVE[/bold red]" if settings.broker.is_live else "paper/simulated"
     console.print(f"[green]configuration OK[/green] ({mode})")
 
@@ -368,6 +380,81 @@ def breaks_ack(
         soft_wrap=True,
         markup=False,
     )
+
+
+@app.command("halt")
+def halt(
+    reason: ReasonOption = None,
+    actor: ActorOption = None,
+    no_exits: Annotated[
+        bool, typer.Option("--no-exits", help="refuse exits too: the broker is not touched")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Emergency stop: no entries until a person runs `v6 breaker reset` (no cool-down)."""
+    from deployments.controls import halt as do_halt
+
+    do_halt(_settings(config), console, reason, actor, exits=not no_exits)
+
+
+@app.command("cancel-all")
+def cancel_all(config: ConfigOption = None) -> None:
+    """Cancel every open V6 order at the broker; exit 1 if any cancel is not confirmed."""
+    from deployments.controls import run_cancel_all
+
+    if not run_cancel_all(_settings(config), console).ok:
+        raise typer.Exit(1)
+
+
+@app.command("flatten")
+def flatten(
+    reason: ReasonOption = None,
+    actor: ActorOption = None,
+    confirm: Annotated[bool, typer.Option("--confirm", help="yes, close everything")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Halt, then close every open strategy as combo orders bounded by natural; exit 1 if
+    anything is still open."""
+    from deployments.controls import run_flatten
+
+    if not run_flatten(_settings(config), console, reason, actor, confirm).ok:
+        raise typer.Exit(1)
+
+
+@app.command("positions")
+def positions(config: ConfigOption = None) -> None:
+    """Open strategies: legs, credit, mark, P&L, DTE, greeks and the rules' last word."""
+    from deployments.positions import WIDTH, print_positions
+
+    console.width = min(console.width, WIDTH)
+    print_positions(_settings(config), console)
+
+
+@app.command("trades")
+def trades(
+    since: Annotated[
+        str | None, typer.Option(help="first market date to show, YYYY-MM-DD (default: all)")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Closed trades with realised P&L, oldest first."""
+    from deployments.positions import WIDTH, parse_since, print_trades
+
+    day = parse_since(since)
+    console.width = min(console.width, WIDTH)
+    print_trades(_settings(config), console, day)
+
+
+@app.command("strategy")
+def strategy(
+    strategy_id: Annotated[str, typer.Argument(help="the strategy id, e.g. from v6 positions")],
+    config: ConfigOption = None,
+) -> None:
+    """One strategy's life: intent, orders with prices, fills, rule decisions, close."""
+    from deployments.positions import WIDTH, print_strategy
+
+    console.width = min(console.width, WIDTH)
+    print_strategy(_settings(config), console, strategy_id)
 
 
 @app.command("status")

@@ -38,6 +38,7 @@ from core.sim.exchange import SimExchange, build_exchange
 from core.sim.gateway.client import simulator_broker_settings
 from core.sim.gateway.server import GatewayServer
 from core.store import DeltaStore, TableSpec
+from deployments.installation import home_tag, tagged
 from flows.backtest import backtest
 from flows.futures_collection import futures_collection
 from flows.maintenance import maintenance
@@ -119,7 +120,7 @@ class Demo:
                 f"gateway simulator on 127.0.0.1:{gateway.port}, simulated market from "
                 f"{self.clock.now().astimezone(MARKET_TZ):%Y-%m-%d %H:%M} New York"
             )
-            with use_runtime(runtime):
+            with use_runtime(runtime), tagged(self.settings):
                 await self._days()
 
     async def _days(self) -> None:
@@ -322,11 +323,27 @@ def print_summary(demo: Demo, console: Console) -> None:
         facts.add_row("variance report", str(reports[-1].resolve()))
     console.print(facts)
     console.rule("[bold]done")
+    from prefect.settings import get_current_settings
+
+    db = get_current_settings().server.database.connection_url
+    where = _without_password(db.get_secret_value()) if db else "Prefect's local database"
     console.print(
-        "See every run in the Prefect UI: `prefect server start`, then open "
-        "http://127.0.0.1:4200 (the demo's runs are in Prefect's local database)."
+        f"The demo's runs are in {where}, tagged {home_tag(demo.settings)}: `prefect server start` "
+        "(same PREFECT_HOME), open http://127.0.0.1:4200/runs and filter by that tag.",
+        soft_wrap=True,
     )
     console.print("`v6 tables` lists what was stored; `v6 status` shows positions and breaker.")
+
+
+def _without_password(url: str) -> str:
+    """A database URL fit to print: any password replaced by ***."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 def self_check(registry: Mapping[str, TableSpec], console: Console) -> int:

@@ -125,6 +125,7 @@ def run_local(item: FlowEntry, params: dict[str, Any], settings: Settings) -> Ru
     """Run the flow in this process now, on the runtime built from `settings`."""
     from core.runtime import Runtime, use_runtime
     from core.store import DeltaStore
+    from deployments.installation import tagged
 
     flow = item.load()
 
@@ -140,7 +141,7 @@ def run_local(item: FlowEntry, params: dict[str, Any], settings: Settings) -> Ru
             flow_run_id=str(state.state_details.flow_run_id or "") or None,
         )
 
-    with use_runtime(Runtime(settings, DeltaStore.from_settings(settings))):
+    with use_runtime(Runtime(settings, DeltaStore.from_settings(settings))), tagged(settings):
         return asyncio.run(go())
 
 

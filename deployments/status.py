@@ -13,7 +13,7 @@ import asyncio
 import getpass
 import os
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import polars as pl
@@ -30,6 +30,7 @@ from core.risk.breaker import (
     BreakerState,
     BreakerStatus,
     BreakerUnavailable,
+    IllegalTransition,
     Transition,
 )
 from core.store import DeltaStore, StoreError
@@ -44,6 +45,7 @@ _STATE_STYLE = {
     BreakerState.CLOSED: "green",
     BreakerState.OPEN: "bold red",
     BreakerState.HALF_OPEN: "yellow",
+    BreakerState.HALTED: "bold white on red",
 }
 
 
@@ -89,7 +91,7 @@ def breaker_change(
             if action == "trip"
             else b.reset(reason, actor or default_actor(), run_by=run_by)
         )
-    except BreakerUnavailable as exc:
+    except (BreakerUnavailable, IllegalTransition) as exc:
         raise UserError(f"breaker {action} not recorded: {exc}") from None
     except ValueError as exc:
         raise UserError(str(exc)) from None
@@ -110,7 +112,12 @@ def breaker_line(status: BreakerStatus, tz: ZoneInfo) -> str:
         text += f" (by {escape(status.actor)})"
     if status.cooldown_until is not None:
         text += f"; probe allowed after {_fmt_ts(status.cooldown_until, tz)}"
-    if status.state is not BreakerState.CLOSED:
+    if status.state is BreakerState.HALTED:
+        halt = status.transitions[-1] if status.transitions else None
+        exits = halt is not None and halt.halt_allows_exits
+        text += "; exits still run" if exits else "; nothing trades"
+        text += "; only `v6 breaker reset` re-opens trading"
+    elif status.state is not BreakerState.CLOSED:
         text += "; exits still run (reducing mode)" if status.reducing_mode else "; nothing trades"
     return text
 
@@ -207,16 +214,23 @@ class PnL:
     daily_pnl: float | None  # last trading cycle's daily P&L from the broker
     net_liq: float | None
     daily_as_of: datetime | None
+    as_of_date: date | None = None  # the market date "today" means: the latest close's
 
 
 def pnl_summary(store: DeltaStore, now: datetime, tz: ZoneInfo) -> PnL:
-    """Realised P&L from closed trades; today's P&L as the last trading cycle saw it."""
-    local_today = now.astimezone(tz).date()
+    """Realised P&L from closed trades; today's P&L as the last trading cycle saw it.
+
+    "Today" and "the last 30 days" follow the data, not the wall clock: they end at the
+    latest close on record (a simulated book lives on its own dates; the line names the
+    date), and at `now` only before the first close."""
     closed_local = pl.col("closed_at").dt.convert_time_zone(str(tz)).dt.date()
     trades = store.read("trades", columns=["closed_at", "pnl"])
+    latest = trades.select(pl.col("closed_at").max()).collect().item()
+    anchor = latest if isinstance(latest, datetime) else now
+    local_today = anchor.astimezone(tz).date()
     agg = trades.select(
         today=pl.col("pnl").filter(closed_local == local_today).sum(),
-        d30=pl.col("pnl").filter(pl.col("closed_at") > now - timedelta(days=30)).sum(),
+        d30=pl.col("pnl").filter(pl.col("closed_at") > anchor - timedelta(days=30)).sum(),
         total=pl.col("pnl").sum(),
         n=pl.len(),
     ).collect()
@@ -237,6 +251,7 @@ def pnl_summary(store: DeltaStore, now: datetime, tz: ZoneInfo) -> PnL:
         daily_pnl=daily["daily_pnl"] if daily else None,
         net_liq=daily["net_liq"] if daily else None,
         daily_as_of=daily["ts"] if daily else None,
+        as_of_date=local_today if n else None,
     )
 
 
@@ -254,8 +269,9 @@ def pnl_lines(pnl: PnL, tz: ZoneInfo) -> list[str]:
         )
     if pnl.trades_total:
         lines.append(
-            f"realised (closed trades): today {_usd(pnl.realised_today)}, last 30 days "
-            f"{_usd(pnl.realised_30d)}, all {pnl.trades_total} trades {_usd(pnl.realised_total)}"
+            f"realised (closed trades): on {pnl.as_of_date} (the latest close) "
+            f"{_usd(pnl.realised_today)}, 30 days to then {_usd(pnl.realised_30d)}, "
+            f"all {pnl.trades_total} trades {_usd(pnl.realised_total)}"
         )
     return lines or ["no P&L recorded yet (no closed trades, no trading cycle)"]
 
@@ -287,8 +303,9 @@ class FlowRunInfo:
     next_at: datetime | None
 
 
-async def flow_runs(names: list[str]) -> list[FlowRunInfo]:
-    """Last run (anything past Scheduled/Pending) and next scheduled run of each flow."""
+async def flow_runs(names: list[str], home: str | None = None) -> list[FlowRunInfo]:
+    """Last run (anything past Scheduled/Pending) and next scheduled run of each flow;
+    with `home` (a `home:v6-<id>` tag), only this installation's runs."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         FlowFilter,
@@ -296,11 +313,13 @@ async def flow_runs(names: list[str]) -> list[FlowRunInfo]:
         FlowRunFilter,
         FlowRunFilterState,
         FlowRunFilterStateType,
+        FlowRunFilterTags,
     )
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.sorting import FlowRunSort
 
     not_started = [StateType.SCHEDULED, StateType.PENDING]
+    mine = FlowRunFilterTags(all_=[home]) if home else None
     out: list[FlowRunInfo] = []
     async with get_client() as client:
         for name in names:
@@ -308,7 +327,8 @@ async def flow_runs(names: list[str]) -> list[FlowRunInfo]:
             last = await client.read_flow_runs(
                 flow_filter=by_flow,
                 flow_run_filter=FlowRunFilter(
-                    state=FlowRunFilterState(type=FlowRunFilterStateType(not_any_=not_started))
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(not_any_=not_started)),
+                    tags=mine,
                 ),
                 sort=FlowRunSort.EXPECTED_START_TIME_DESC,
                 limit=1,
@@ -318,7 +338,8 @@ async def flow_runs(names: list[str]) -> list[FlowRunInfo]:
                 flow_run_filter=FlowRunFilter(
                     state=FlowRunFilterState(
                         type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])
-                    )
+                    ),
+                    tags=mine,
                 ),
                 sort=FlowRunSort.EXPECTED_START_TIME_ASC,
                 limit=1,
@@ -397,8 +418,12 @@ def print_status(settings: Settings, console: Console, now: datetime | None = No
     if problem is not None:
         console.print(f"flows: Prefect server at {url} is unreachable ({problem})")
         return
-    infos = asyncio.run(flow_runs([e.name for e in CATALOG]))
+    from deployments.installation import home_tag
+
+    tag = home_tag(settings)
+    infos = asyncio.run(flow_runs([e.name for e in CATALOG], tag))
     console.print(flow_runs_table(infos, tz))
+    console.print(f"flows: only this home's runs (tag {tag}) on {url}")
 
 
 __all__ = [

@@ -13,10 +13,17 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import acreate_markdown_artifact
 
+from tasks.alerts import alert_on_failure
 from tasks.backtest import simulate
 
 
-@flow(name="backtest", retries=0)
+@flow(
+    name="backtest",
+    retries=0,
+    flow_run_name="backtest {days} days from {start} seed {seed}",
+    on_failure=[alert_on_failure],
+    on_crashed=[alert_on_failure],
+)
 async def backtest(
     days: int = 20, start: date | None = None, seed: int | None = None, cycle_minutes: int = 60
 ) -> dict[str, Any]:

@@ -7,17 +7,23 @@ and a markdown artifact records it in the Prefect UI next to the runs it affects
 from __future__ import annotations
 
 from typing import Literal
-from uuid import UUID
 
-from prefect import flow, get_client
+from prefect import flow
 from prefect.artifacts import acreate_markdown_artifact
-from prefect.runtime import flow_run
 
-from core.identity import os_identity
+from flows.audit import run_by as _run_by
+from flows.naming import market_run_name
+from tasks.alerts import alert_on_failure
 from tasks.risk import breaker_manual
 
 
-@flow(name="circuit_breaker_reset", retries=0)
+@flow(
+    name="circuit_breaker_reset",
+    retries=0,
+    flow_run_name=market_run_name("breaker change"),
+    on_failure=[alert_on_failure],
+    on_crashed=[alert_on_failure],
+)
 async def circuit_breaker_reset(
     reason: str, actor: str = "prefect-ui", action: Literal["reset", "trip"] = "reset"
 ) -> dict[str, str]:
@@ -43,18 +49,3 @@ async def circuit_breaker_reset(
         "actor": actor,
         "run_by": run_by,
     }
-
-
-async def _run_by() -> str:
-    """Who really ran this: the flow run, its creator as the Prefect server recorded it
-    (a user, deployment or automation; none on a server without auth), and the worker's
-    OS account. `actor` is a parameter anyone can type; this is not."""
-    run_id = flow_run.id
-    creator = "unknown creator"
-    if run_id:
-        async with get_client() as client:
-            run = await client.read_flow_run(UUID(run_id))
-        if run.created_by is not None:
-            who = run.created_by.display_value or str(run.created_by.id or "")
-            creator = f"created by {run.created_by.type or 'unknown'} {who}".strip()
-    return f"flow run {run_id or '-'} ({creator}) on {os_identity()}"

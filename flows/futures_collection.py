@@ -20,7 +20,9 @@ from core.cycle.run import BROKER_UNAVAILABLE
 from core.marketdata.futures_collection import PreparedBatch
 from core.run_guard import Session
 from core.runtime import current_runtime
+from flows.naming import market_run_name
 from flows.states import skipped
+from tasks.alerts import alert_on_failure
 from tasks.broker import connect_broker
 from tasks.guards import should_skip
 from tasks.market_data import (
@@ -38,7 +40,12 @@ from tasks.market_data import (
 UNDERLYING_GRACE = timedelta(minutes=5)
 
 
-@flow(name="futures_collection")
+@flow(
+    name="futures_collection",
+    flow_run_name=market_run_name("futures"),
+    on_failure=[alert_on_failure],
+    on_crashed=[alert_on_failure],
+)
 async def futures_collection(
     symbols: list[str] | None = None,
     underlyings: bool = True,

@@ -15,10 +15,17 @@ from prefect.states import Failed, State
 
 from core.runtime import current_runtime
 from core.store.maintenance import MaintenanceResult, failed_result, results_frame
+from flows.naming import market_run_name
+from tasks.alerts import alert_on_failure, daily_summary, send_alert
 from tasks.maintenance import maintain_one_table, publish_maintenance_artifacts
 
 
-@flow(name="maintenance")
+@flow(
+    name="maintenance",
+    flow_run_name=market_run_name("maintenance"),
+    on_failure=[alert_on_failure],
+    on_crashed=[alert_on_failure],
+)
 async def maintenance(
     tables: list[str] | None = None, retention_hours: int | None = None
 ) -> dict[str, Any] | State:
@@ -56,6 +63,8 @@ async def maintenance(
         "failed": frame.filter(frame["error"].is_not_null())["table"].to_list(),
     }
     log.info("maintenance: %s", summary)
+    if rt.settings.alerts.blocks:
+        await send_alert(*daily_summary(rt), rt.settings)  # nightly, after the close
     if summary["failed"]:
         return Failed(
             name="MaintenanceFailed",

@@ -18,8 +18,11 @@ from prefect.states import State
 
 from core.run_guard import Session
 from core.runtime import current_runtime
+from flows.naming import market_run_name
 from flows.states import skipped
+from tasks.alerts import alert_on_failure
 from tasks.broker import connect_broker
+from tasks.console import publish_console_artifacts
 from tasks.guards import should_skip
 from tasks.reconcile import publish_artifact, reconcile_with_retries, slot_usage
 
@@ -29,7 +32,12 @@ def _run_id(stamp: str) -> str:
     return f"recon-{stamp}-{str(run)[:8]}" if run else f"recon-{stamp}"
 
 
-@flow(name="position_reconciliation")
+@flow(
+    name="position_reconciliation",
+    flow_run_name=market_run_name("reconcile"),
+    on_failure=[alert_on_failure],
+    on_crashed=[alert_on_failure],
+)
 async def position_reconciliation(guard: bool = True) -> dict[str, Any] | State:
     """`guard=False` when called by the trading cycle (which already checked the session)."""
     if guard:
@@ -44,6 +52,7 @@ async def position_reconciliation(guard: bool = True) -> dict[str, Any] | State:
         await broker.disconnect()
     slots = await slot_usage()
     await publish_artifact(rec.result, slots)
+    await publish_console_artifacts(current_runtime())
     summary = rec.result.summary()
     get_run_logger().info(
         "reconciled %d positions: %d break(s), %d unresolved, %d fill(s) recorded",

@@ -42,7 +42,10 @@ from core.cycle.lease import hold_cycle_lease
 from core.risk.breaker import OutcomeType
 from core.run_guard import Session
 from core.runtime import current_runtime
+from flows.naming import market_run_name, outcome_tags, tag_run
 from flows.states import from_outcome, skipped
+from tasks.alerts import alert_on_failure
+from tasks.console import publish_console_artifacts
 from tasks.cycle import prefect_wrap, publish_cycle_artifacts
 from tasks.guards import should_skip
 
@@ -52,24 +55,34 @@ def _run_id() -> str:
     return f"cycle-{run}" if run else f"cycle-{uuid.uuid4().hex[:12]}"
 
 
-@flow(name="trading_cycle", retries=0)
+@flow(
+    name="trading_cycle",
+    retries=0,
+    flow_run_name=market_run_name("cycle"),
+    on_failure=[alert_on_failure],
+    on_crashed=[alert_on_failure],
+)
 async def trading_cycle(exits_only: bool = False, guard: bool = True) -> State:
     """`exits_only=True`: run the exit rules only (an ad hoc de-risking run).
     `guard=False`: skip the stale/market-hours check (a manual run outside the schedule)."""
     if guard:
         skip = should_skip(Session.REGULAR)
         if skip is not None:
+            await tag_run(outcome_tags(skip.name))
             return skipped(skip)
     rt = current_runtime()
     run_id = _run_id()
     ttl = timedelta(seconds=rt.settings.cycle.lease_ttl_s)
     async with hold_cycle_lease(rt.store, run_id, ttl) as busy:
         if busy is not None:
+            await tag_run(outcome_tags(busy.skip().name))
             return skipped(busy.skip())
         run = await run_trading_cycle(
             rt, run_id, wrap=prefect_wrap(rt.settings), exits_only=exits_only
         )
     await publish_cycle_artifacts(run)
+    await publish_console_artifacts(rt)
+    await tag_run(outcome_tags(run.outcome.name, run.gate))
     summary = run.summary()
     log = get_run_logger()
     level = (

@@ -13,6 +13,8 @@ from typing import Any
 from prefect import flow
 
 from core.runtime import current_runtime
+from flows.naming import market_run_name
+from tasks.alerts import alert_on_failure
 from tasks.analysis import (
     analyse_variance,
     load_variance_inputs,
@@ -24,7 +26,12 @@ from tasks.analysis import (
 )
 
 
-@flow(name="variance_analysis")
+@flow(
+    name="variance_analysis",
+    flow_run_name=market_run_name("variance"),
+    on_failure=[alert_on_failure],
+    on_crashed=[alert_on_failure],
+)
 async def variance_analysis(
     as_of: datetime | None = None, hist_run_id: str | None = None, seed: int = 0
 ) -> dict[str, Any]:

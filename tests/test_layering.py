@@ -56,6 +56,8 @@ CORE_ORDER = (
     "cycle",
     "backtest",
     "chaos",
+    "controls",
+    "views",
 )
 
 

@@ -2,7 +2,9 @@
 
 Kept apart from `variance.py` so the analysis stays pure (frames in, frames out) and this
 file holds every decision about *which* rows make up each side:
-- live = `trades` closed in (as_of - window_days, as_of], with their `predictions`;
+- live = `trades` closed in the last `window_days` days, widened to the last
+  `window_days` sessions with a live close up to as_of (`load_inputs`), with their
+  `predictions`;
 - historical = one backtest run (the one asked for, else the latest by `run_at`), with
   its predictions; the whole run, since a backtest's dates are simulated history.
 Writes are idempotent merges keyed by run date, so re-running a night replaces it.
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import polars as pl
@@ -52,8 +54,15 @@ def market_date(as_of: datetime, timezone: str = MARKET_TZ.key) -> date:
 def load_inputs(
     store: DeltaStore, *, as_of: datetime, window_days: int, hist_run_id: str | None = None
 ) -> VarianceInputs:
-    """Both sides of tonight's comparison, read lazily and filtered in the scan."""
+    """Both sides of tonight's comparison, read lazily and filtered in the scan.
+
+    The live window follows the data: the last `window_days` calendar days up to `as_of`,
+    widened back to take in the last `window_days` market sessions (New York dates) on
+    which live trades closed, so a quiet month or a simulated book on its own dates is
+    still compared (never "0 live trades" because the wall clock moved on)."""
     start, end = live_window(as_of, window_days)
+    sessions = _sessions_start(store, end, window_days)
+    start = start if sessions is None else min(start, sessions)
     closed = pl.col("closed_at")
     live = store.read("trades", where=(closed > start) & (closed <= end)).collect()
     live_pred = (
@@ -88,6 +97,21 @@ def load_inputs(
         hist_run_id=run_id,
         config_hash=",".join(hashes) or None,
     )
+
+
+def _sessions_start(store: DeltaStore, end: datetime, sessions: int) -> datetime | None:
+    """Just before the first of the last `sessions` market dates with a live close <= end."""
+    day = pl.col("closed_at").dt.convert_time_zone(str(MARKET_TZ)).dt.date()
+    dates = (
+        store.read("trades", where=pl.col("closed_at") <= end, columns=["closed_at"])
+        .select(day.unique().sort().tail(sessions).min().alias("first"))
+        .collect()
+        .item()
+    )
+    if not isinstance(dates, date):
+        return None
+    midnight = datetime.combine(dates, time(0), tzinfo=MARKET_TZ).astimezone(UTC)
+    return midnight - timedelta(microseconds=1)  # the window is (start, end]
 
 
 def save_results(store: DeltaStore, report: VarianceReport) -> WriteResult:

@@ -302,7 +302,7 @@ def _store_corrupt(rt: Runtime, run_id: str, corrupt: list[StoreCorrupt]) -> Cyc
     try:
         transition = (
             None
-            if breaker.state() is BreakerState.OPEN
+            if breaker.state() in (BreakerState.OPEN, BreakerState.HALTED)
             else breaker.trip(message, SYSTEM_ACTOR, trigger="data_quality")
         )
     except BreakerUnavailable as exc:

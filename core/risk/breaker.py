@@ -2,7 +2,9 @@
 
 States: CLOSED (normal), OPEN (no entries; in `reducing_mode` exits still run, otherwise
 the broker is not touched), HALF_OPEN (after the cool-down, one probe run with entries
-disabled decides whether to close again).
+disabled decides whether to close again), HALTED (a person's emergency stop, `v6 halt`:
+no entries, exits unless the halt said no; no cool-down and no probe, so only a person's
+reset re-opens trading).
 
 Why it is built this way:
 - The state is durable in Delta (`risk_state`, an append-only transition log whose last
@@ -53,6 +55,7 @@ class BreakerState(StrEnum):
     CLOSED = "CLOSED"
     OPEN = "OPEN"
     HALF_OPEN = "HALF_OPEN"
+    HALTED = "HALTED"
 
 
 class BreakerEvent(StrEnum):
@@ -66,6 +69,7 @@ class BreakerEvent(StrEnum):
     PROBE_TIMEOUT = "probe_timeout"  # another run asks the gate; the probe never reported
     MANUAL_TRIP = "manual_trip"
     MANUAL_RESET = "manual_reset"
+    MANUAL_HALT = "manual_halt"  # a person's sticky stop (`v6 halt`)
 
 
 class BreakerAction(StrEnum):
@@ -74,6 +78,7 @@ class BreakerAction(StrEnum):
     HALT = "entries stop; the cool-down (re)starts"
     PROBE = "the calling run becomes the single probe: exits, no entries"
     RESUME = "entries resume; the trip counts restart"
+    STICK = "entries stop until a person resets; no cool-down, no probe"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +99,7 @@ class IllegalTransition(RuntimeError):
 _S, _E, _A = BreakerState, BreakerEvent, BreakerAction
 _NO_COOLDOWN = "no cool-down runs in this state"
 _NO_PROBE = "no probe is running"
+_HALTED_TRIP = "halted: a trip would let the cool-down re-open trading; reset first"
 MOVES: Mapping[tuple[BreakerState, BreakerEvent], Move | Refusal] = {
     (_S.CLOSED, _E.TRIP_CONDITIONS): Move(_S.OPEN, _A.HALT),
     (_S.CLOSED, _E.COOLDOWN_ELAPSED): Refusal(_NO_COOLDOWN),
@@ -102,6 +108,7 @@ MOVES: Mapping[tuple[BreakerState, BreakerEvent], Move | Refusal] = {
     (_S.CLOSED, _E.PROBE_TIMEOUT): Refusal(_NO_PROBE),
     (_S.CLOSED, _E.MANUAL_TRIP): Move(_S.OPEN, _A.HALT),
     (_S.CLOSED, _E.MANUAL_RESET): Move(_S.CLOSED, _A.RESUME),
+    (_S.CLOSED, _E.MANUAL_HALT): Move(_S.HALTED, _A.STICK),
     (_S.OPEN, _E.TRIP_CONDITIONS): Refusal("already OPEN: its cycles are recorded, not evaluated"),
     (_S.OPEN, _E.COOLDOWN_ELAPSED): Move(_S.HALF_OPEN, _A.PROBE),
     (_S.OPEN, _E.PROBE_SUCCESS): Refusal(_NO_PROBE),
@@ -109,6 +116,7 @@ MOVES: Mapping[tuple[BreakerState, BreakerEvent], Move | Refusal] = {
     (_S.OPEN, _E.PROBE_TIMEOUT): Refusal(_NO_PROBE),
     (_S.OPEN, _E.MANUAL_TRIP): Move(_S.OPEN, _A.HALT),
     (_S.OPEN, _E.MANUAL_RESET): Move(_S.CLOSED, _A.RESUME),
+    (_S.OPEN, _E.MANUAL_HALT): Move(_S.HALTED, _A.STICK),
     (_S.HALF_OPEN, _E.TRIP_CONDITIONS): Refusal("only the probe's own cycle decides"),
     (_S.HALF_OPEN, _E.COOLDOWN_ELAPSED): Refusal(_NO_COOLDOWN),
     (_S.HALF_OPEN, _E.PROBE_SUCCESS): Move(_S.CLOSED, _A.RESUME),
@@ -116,6 +124,15 @@ MOVES: Mapping[tuple[BreakerState, BreakerEvent], Move | Refusal] = {
     (_S.HALF_OPEN, _E.PROBE_TIMEOUT): Move(_S.OPEN, _A.HALT),
     (_S.HALF_OPEN, _E.MANUAL_TRIP): Move(_S.OPEN, _A.HALT),
     (_S.HALF_OPEN, _E.MANUAL_RESET): Move(_S.CLOSED, _A.RESUME),
+    (_S.HALF_OPEN, _E.MANUAL_HALT): Move(_S.HALTED, _A.STICK),
+    (_S.HALTED, _E.TRIP_CONDITIONS): Refusal("halted: its cycles are recorded, not evaluated"),
+    (_S.HALTED, _E.COOLDOWN_ELAPSED): Refusal("a halt has no cool-down; only a person resets it"),
+    (_S.HALTED, _E.PROBE_SUCCESS): Refusal(_NO_PROBE),
+    (_S.HALTED, _E.PROBE_FAILURE): Refusal(_NO_PROBE),
+    (_S.HALTED, _E.PROBE_TIMEOUT): Refusal(_NO_PROBE),
+    (_S.HALTED, _E.MANUAL_TRIP): Refusal(_HALTED_TRIP),
+    (_S.HALTED, _E.MANUAL_HALT): Move(_S.HALTED, _A.STICK),
+    (_S.HALTED, _E.MANUAL_RESET): Move(_S.CLOSED, _A.RESUME),
 }
 
 
@@ -281,6 +298,12 @@ class Transition:
     @property
     def is_trip(self) -> bool:
         return self.to_state is BreakerState.OPEN and self.from_state is not BreakerState.OPEN
+
+    @property
+    def halt_allows_exits(self) -> bool:
+        """For a halt: whether exit rules may still close positions (`v6 halt` default);
+        a halt recorded without the flag allows none (fail closed)."""
+        return bool(self.metrics.get("exits_allowed", False))
 
     def to_frame(self) -> pl.DataFrame:
         return pl.DataFrame(
@@ -686,6 +709,23 @@ class Breaker:
             BreakerEvent.MANUAL_TRIP, reason, actor, now, trigger=trigger, run_by=run_by
         )
 
+    def halt(
+        self,
+        reason: str,
+        actor: str,
+        *,
+        exits: bool = True,
+        now: datetime | None = None,
+        run_by: str | None = None,
+    ) -> Transition:
+        """A person's emergency stop (from any state): no entries; exits only when `exits`.
+        Unlike a trip it never closes by itself: no cool-down, no probe, restarts and
+        later cycles keep it; only `reset` by a person lifts it. Audited."""
+        return self._manual(
+            BreakerEvent.MANUAL_HALT, reason, actor, now, run_by=run_by,
+            extra={"exits_allowed": bool(exits)},
+        )  # fmt: skip
+
     def reset(
         self, reason: str, actor: str, *, now: datetime | None = None, run_by: str | None = None
     ) -> Transition:
@@ -729,6 +769,16 @@ class Breaker:
             return Gate(GateMode.NORMAL, snap.state, "breaker CLOSED", snap.since)
         assert snap.last is not None  # a non-CLOSED state always has a transition
         last = snap.last
+
+        if snap.state is BreakerState.HALTED:
+            exits = "exits still run" if last.halt_allows_exits else "nothing trades"
+            return Gate(
+                _halt_mode(last),
+                snap.state,
+                f"HALTED since {last.ts:%Y-%m-%d %H:%M:%S}Z by {last.actor}: {last.reason}; "
+                f"{exits} until a person runs `v6 breaker reset`",
+                snap.since,
+            )
 
         if snap.state is BreakerState.OPEN:
             cooldown = timedelta(minutes=self.settings.cooldown_minutes)
@@ -796,6 +846,8 @@ class Breaker:
         if snap.state is BreakerState.CLOSED:
             return GateMode.NORMAL
         last = snap.last
+        if snap.state is BreakerState.HALTED and last is not None:
+            return _halt_mode(last)
         if (
             snap.state is BreakerState.HALF_OPEN
             and last is not None
@@ -814,6 +866,7 @@ class Breaker:
         *,
         trigger: str | None = None,
         run_by: str | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> Transition:
         trigger = trigger or event.value
         if not isinstance(reason, str) or not reason.strip():
@@ -831,7 +884,8 @@ class Breaker:
                 event,
                 reason=reason.strip(),
                 metrics={"previous_state": snap.state.value}
-                | ({"run_by": run_by} if run_by else {}),
+                | ({"run_by": run_by} if run_by else {})
+                | dict(extra or {}),
                 actor=actor.strip(),
                 run_id=None,
                 trigger=trigger,
@@ -993,6 +1047,11 @@ class Breaker:
         if at.tzinfo is None or at.utcoffset() != timedelta(0):
             raise ValueError(f"now must be a tz-aware UTC datetime, got {at!r}")
         return at.astimezone(UTC)
+
+
+def _halt_mode(halt: Transition) -> GateMode:
+    """A halt ignores `reducing_mode`: the person who halted said whether exits run."""
+    return GateMode.EXITS_ONLY if halt.halt_allows_exits else GateMode.OPEN_BLOCKED
 
 
 def _none_if_nan(x: float) -> float | None:

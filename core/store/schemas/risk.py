@@ -19,7 +19,7 @@ from core.store.spec import TableSpec
 
 UtcTs = DateTime(time_zone="UTC", time_unit="us")
 
-BREAKER_STATES = ("CLOSED", "OPEN", "HALF_OPEN")
+BREAKER_STATES = ("CLOSED", "OPEN", "HALF_OPEN", "HALTED")
 GATE_MODES = ("NORMAL", "OPEN_BLOCKED", "EXITS_ONLY", "HALF_OPEN_PROBE")
 
 

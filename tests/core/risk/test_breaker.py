@@ -480,9 +480,15 @@ def test_table_is_total_every_pair_moves_or_is_refused_with_a_reason() -> None:
 
 
 def test_manual_events_are_allowed_from_every_state() -> None:
+    """A reset and a halt from anywhere; a trip from anywhere but HALTED (a trip there
+    would turn a person's sticky stop into one the cool-down lifts)."""
     for state in BreakerState:
-        assert next_move(state, BreakerEvent.MANUAL_TRIP).to is BreakerState.OPEN
         assert next_move(state, BreakerEvent.MANUAL_RESET).to is BreakerState.CLOSED
+        assert next_move(state, BreakerEvent.MANUAL_HALT).to is BreakerState.HALTED
+        if state is not BreakerState.HALTED:
+            assert next_move(state, BreakerEvent.MANUAL_TRIP).to is BreakerState.OPEN
+    with pytest.raises(IllegalTransition, match="manual_trip is not allowed in HALTED"):
+        next_move(BreakerState.HALTED, BreakerEvent.MANUAL_TRIP)
 
 
 @pytest.mark.parametrize(
