@@ -251,10 +251,12 @@ class StorageSettings(_Section):
         default_factory=dict, description="deltalake storage options (credentials are masked)"
     )
     reports_dir: str = Field("./reports", description="Where HTML reports are written")
-    commit_retries: int = Field(8, ge=0, description="Retries of a conflicting Delta commit")
-    commit_backoff_s: float = Field(0.05, gt=0, description="first commit back-off, seconds")
+    commit_retries: int = Field(
+        8, ge=0, le=100, description="Retries of a conflicting Delta commit"
+    )
+    commit_backoff_s: float = Field(0.05, gt=0, le=60, description="first commit back-off, seconds")
     vacuum_retention_hours: int = Field(
-        168, ge=0, description="Time-travel window kept by vacuum, hours"
+        168, ge=0, le=8760, description="Time-travel window kept by vacuum, hours"
     )
     checkpoint_interval: int = Field(
         20,
@@ -298,11 +300,15 @@ class ScheduleSettings(_Section):
     futures_calendar: str = Field(
         "CMES", description="exchange_calendars code for the futures session"
     )
-    collection_every_min: int = Field(1, ge=1, description="futures_collection interval, minutes")
-    reconciliation_every_min: int = Field(
-        5, ge=1, description="position_reconciliation interval, minutes"
+    collection_every_min: int = Field(
+        1, ge=1, le=1440, description="futures_collection interval, minutes"
     )
-    trading_cycle_every_min: int = Field(5, ge=1, description="trading_cycle interval, minutes")
+    reconciliation_every_min: int = Field(
+        5, ge=1, le=1440, description="position_reconciliation interval, minutes"
+    )
+    trading_cycle_every_min: int = Field(
+        5, ge=1, le=1440, description="trading_cycle interval, minutes"
+    )
     maintenance_at: time = Field(
         time(17, 15),
         description="nightly maintenance, market time: inside the daily CME break (no collector "
@@ -312,10 +318,10 @@ class ScheduleSettings(_Section):
         time(18, 30), description="nightly variance analysis, market time"
     )
     stale_run_after_s: int = Field(
-        120, ge=1, description="a scheduled run older than this is skipped"
+        120, ge=1, le=86400, description="a scheduled run older than this is skipped"
     )
     serve_process_limit: int = Field(
-        4, ge=1, description="max concurrent flow-run processes under serve"
+        4, ge=1, le=64, description="max concurrent flow-run processes under serve"
     )
 
 
@@ -351,11 +357,15 @@ class UniverseSettings(_Section):
     )
     volatility_index: str = "VIX"
     futures_roll_days_before_expiry: int = Field(
-        8, ge=0, description="roll to the next contract this many calendar days before expiry"
+        8,
+        ge=0,
+        le=60,
+        description="roll to the next contract this many calendar days before expiry",
     )
     futures_backfill_max_hours: int = Field(
         48,
         ge=1,
+        le=720,
         description="a futures collection run backfills a gap at most this far back, hours",
     )
 
@@ -621,54 +631,68 @@ class BreakerSettings(_Section):
 
 
 class AnalysisSettings(_Section):
-    min_trades: int = Field(10, ge=1)
+    min_trades: int = Field(10, ge=1, le=100_000)
     window_days: int = Field(
         30,
         ge=1,
         le=1000,
         description="live side: the last N days, widened to the last N sessions with a live close",
     )
-    weight_min: float = Field(0.5, gt=0)
-    weight_max: float = Field(1.0, gt=0)
-    bootstrap_samples: int = Field(1000, ge=100)
+    weight_min: float = Field(0.5, gt=0, le=1)
+    weight_max: float = Field(1.0, gt=0, le=1)
+    bootstrap_samples: int = Field(1000, ge=100, le=100_000)
     bootstrap_max_n: int = Field(
         2000,
         ge=10,
+        le=1_000_000,
         description="resample a side of at most this many trades; above it, draw its "
         "bootstrap means from the normal approximation (CLT) to bound the cost",
     )
     weight_step_down: float = Field(
         0.1,
         gt=0,
+        le=1,
         description="largest nightly cut of a strategy-type weight when live underperforms",
     )
     weight_step_up: float = Field(
         0.05,
         gt=0,
+        le=1,
         description="largest nightly recovery of a strategy-type weight toward weight_max",
     )
     significance: float = Field(0.05, gt=0, lt=1)
-    lead_lag_min_days: int = Field(7, ge=1)
-    lead_lag_max_lag_min: int = Field(10, ge=1)
-    asof_tolerance_s: int = Field(90, ge=1)
-    lead_lag_window_days: int = Field(20, ge=1, description="days of bars a lead-lag estimate uses")
+    lead_lag_min_days: int = Field(7, ge=1, le=365)
+    lead_lag_max_lag_min: int = Field(10, ge=1, le=240)
+    asof_tolerance_s: int = Field(90, ge=1, le=3600)
+    lead_lag_window_days: int = Field(
+        20, ge=1, le=365, description="days of bars a lead-lag estimate uses"
+    )
     lead_momentum_min: int = Field(
-        15, ge=1, description="futures-vs-underlying momentum window, min"
+        15, ge=1, le=390, description="futures-vs-underlying momentum window, min"
     )
     lead_signal_threshold_pct: float = Field(
-        0.10, gt=0, description="expected underlying move that makes a lead signal up/down, %"
+        0.10,
+        gt=0,
+        le=100,
+        description="expected underlying move that makes a lead signal up/down, %",
     )
     lead_lag_min_corr: float = Field(
         0.10, ge=0, le=1, description="below this best-lag correlation a lead signal is neutral"
     )
     iv_history_days: int = Field(
-        260, ge=20, description="sessions of daily ATM IV behind IV rank/percentile (backfilled)"
+        260,
+        ge=20,
+        le=2520,
+        description="sessions of daily ATM IV behind IV rank/percentile (backfilled)",
     )
     iv_min_history_days: int = Field(
-        20, ge=2, description="fewer recorded IV days than this: IV rank/percentile unknown"
+        20,
+        ge=2,
+        le=2520,
+        description="fewer recorded IV days than this: IV rank/percentile unknown",
     )
     iv_max_age_days: int = Field(
-        5, ge=0, description="latest recorded IV older than this (calendar days): unknown"
+        5, ge=0, le=365, description="latest recorded IV older than this (calendar days): unknown"
     )
 
 
@@ -676,16 +700,19 @@ class ReconciliationSettings(_Section):
     """How the book is compared with the broker (position_reconciliation)."""
 
     avg_price_tolerance: float = Field(
-        0.01, ge=0, description="average prices closer than this per unit agree, USD"
+        0.01, ge=0, le=100, description="average prices closer than this per unit agree, USD"
     )
     avg_price_tolerance_rel: float = Field(
-        1e-4, ge=0, description="... or closer than this fraction of the broker's average"
+        1e-4, ge=0, le=1, description="... or closer than this fraction of the broker's average"
     )
     executions_overlap_min: int = Field(
-        60, ge=0, description="re-read executions this far before the last run (dedup is free)"
+        60,
+        ge=0,
+        le=10_080,
+        description="re-read executions this far before the last run (dedup is free)",
     )
-    fetch_retries: int = Field(3, ge=0, description="retries of the read-only broker fetch")
-    fetch_backoff_s: float = Field(2.0, gt=0, description="first fetch retry delay; doubles")
+    fetch_retries: int = Field(3, ge=0, le=20, description="retries of the read-only broker fetch")
+    fetch_backoff_s: float = Field(2.0, gt=0, le=60, description="first fetch retry delay; doubles")
     absurd_quantity_multiple: float = Field(
         50.0,
         ge=1,
@@ -710,10 +737,13 @@ class CycleSettings(_Section):
     """The trading cycle (core/cycle): how its read-only steps retry."""
 
     read_retries: int = Field(
-        2, ge=0, description="retries of a read-only cycle step (reconcile, market data, ...)"
+        2,
+        ge=0,
+        le=20,
+        description="retries of a read-only cycle step (reconcile, market data, ...)",
     )
     retry_backoff_s: float = Field(
-        1.0, gt=0, description="first retry delay of a read-only step, seconds; doubles"
+        1.0, gt=0, le=60, description="first retry delay of a read-only step, seconds; doubles"
     )
     lease_ttl_s: float = Field(
         300.0, ge=30, le=3_600, description="one cycle per home: a holder silent this long has died"
@@ -721,12 +751,14 @@ class CycleSettings(_Section):
 
 
 class SimSettings(_Section):
-    seed: int = 7
+    seed: int = Field(7, ge=0, le=2**32 - 1, description="the simulated market's random seed")
     start: str = Field("2026-03-02", description="first simulated session (YYYY-MM-DD)")
-    futures_lead_minutes: int = Field(2, ge=0, description="how far futures lead their underlying")
-    slippage_ticks: int = Field(0, ge=0)
-    commission_per_contract: float = Field(0.65, ge=0)
-    net_liquidation: float = Field(100_000.0, gt=0, description="starting cash, USD")
+    futures_lead_minutes: int = Field(
+        2, ge=0, le=60, description="how far futures lead their underlying"
+    )
+    slippage_ticks: int = Field(0, ge=0, le=100)
+    commission_per_contract: float = Field(0.65, ge=0, le=100)
+    net_liquidation: float = Field(100_000.0, gt=0, le=1e12, description="starting cash, USD")
     default_regime: Literal["random", "calm", "trending", "high_vol", "crash"] = Field(
         "random", description="regime of days not scripted below; random = seeded mix"
     )
@@ -740,12 +772,14 @@ class SimSettings(_Section):
     late_commission_rate: float = Field(
         0.1, ge=0, le=1, description="share of commission reports sent late"
     )
-    late_commission_s: float = Field(30.0, ge=0, description="how late a late commission is")
+    late_commission_s: float = Field(
+        30.0, ge=0, le=3600, description="how late a late commission is"
+    )
     cancel_fill_rate: float = Field(
         0.05, ge=0, le=1, description="share of cancels of a live order that lose to a fill"
     )
     client_id_linger_s: float = Field(
-        5.0, ge=0, description="a dropped client's id stays taken (326) this long"
+        5.0, ge=0, le=3600, description="a dropped client's id stays taken (326) this long"
     )
     dividend_assignment_rate: float = Field(
         0.8, ge=0, le=1,
@@ -753,13 +787,13 @@ class SimSettings(_Section):
         "assigned on the eve of the ex-date",
     )  # fmt: skip
     put_assignment_days: int = Field(
-        5, ge=0, description="deep ITM short puts may be assigned this close to expiry"
+        5, ge=0, le=365, description="deep ITM short puts may be assigned this close to expiry"
     )
     put_assignment_itm_pct: float = Field(
-        3.0, ge=0, description="a put counts as deep ITM from this share of its strike"
+        3.0, ge=0, le=100, description="a put counts as deep ITM from this share of its strike"
     )
     put_assignment_extrinsic: float = Field(
-        0.05, ge=0, description="and when its extrinsic value (per share) is below this"
+        0.05, ge=0, le=1000, description="and when its extrinsic value (per share) is below this"
     )
     put_assignment_rate: float = Field(
         0.3, ge=0, le=1, description="per contract and session: such a put is assigned"

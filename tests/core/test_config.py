@@ -180,7 +180,7 @@ def test_example_file_is_valid_and_complete(no_config: Path) -> None:
         ("[breaker]\ndaily_loss_pct = 50", "breaker.daily_loss_pct", "50", "0 < value <= 20"),
         ("[broker]\nconnect_timeout_s = -inf", "broker.connect_timeout_s", "-inf",
          "0 < value <= 300"),
-        ("[storage]\ncommit_backoff_s = inf", "storage.commit_backoff_s", "inf", "0 < value"),
+        ("[storage]\ncommit_backoff_s = inf", "storage.commit_backoff_s", "inf", "0 < value <= 60"),
     ],
 )  # fmt: skip
 def test_a_limit_cannot_be_switched_off_by_inf_or_a_huge_value(
@@ -195,27 +195,29 @@ def test_a_limit_cannot_be_switched_off_by_inf_or_a_huge_value(
     assert line.endswith(f"allowed range: {allowed}")
 
 
-def test_every_number_of_the_guarded_sections_is_bounded_both_ways() -> None:
-    """Limits, strategy, rules, breaker and broker numbers: finite and with an upper bound."""
-    from core.config import (
-        BreakerSettings,
-        BrokerSettings,
-        LimitSettings,
-        RuleSettings,
-        StrategySettings,
-        allowed_range,
-        field_bounds,
-    )
+def test_every_number_of_every_section_is_bounded_both_ways() -> None:
+    """Every number V6 reads from its configuration is finite and within a documented
+    range: no limit, retry count, schedule or simulator knob can be switched off by a
+    typo or an `inf`."""
+    from pydantic import BaseModel
 
-    unbounded = []
-    for model in (LimitSettings, StrategySettings, RuleSettings, BreakerSettings, BrokerSettings):
-        assert model.model_config.get("allow_inf_nan") is False
+    from core.config import Settings, allowed_range, field_bounds
+
+    unbounded: list[str] = []
+
+    def walk(model: type[BaseModel], path: str) -> None:
+        assert model is Settings or model.model_config.get("allow_inf_nan") is False, path
         for name, info in model.model_fields.items():
-            if info.annotation in (int, float) or name in ("wing_width", "profit_target_pct"):
+            ann = info.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                walk(ann, f"{path}{name}.")
+            elif ann in (int, float) or name in ("wing_width", "profit_target_pct"):
                 bounds = allowed_range(field_bounds(info))
                 has_low = " < value" in bounds or " <= value" in bounds
                 if not (has_low and "value <" in bounds):
-                    unbounded.append(f"{model.__name__}.{name}: {bounds!r}")
+                    unbounded.append(f"{path}{name}: {bounds!r}")
+
+    walk(Settings, "")
     assert unbounded == []
 
 
