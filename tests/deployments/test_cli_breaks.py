@@ -5,12 +5,12 @@ on a Delta store, and the `v6` console entry point."""
 
 from __future__ import annotations
 
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
 import pytest
+from cli_harness import one_line_error, v6
 from reconcile_world import SimWorld, rich_settings
 
 from core.book.against_broker import Reconciliation, reconcile_against_broker
@@ -18,27 +18,6 @@ from core.book.ledger import Book
 from core.broker.sim import SimBroker
 from core.domain import Action, Execution
 from core.store import DeltaStore
-from deployments import cli
-
-
-def v6(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    saved = sys.argv
-    sys.argv = ["v6", *args]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    finally:
-        sys.argv = saved
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def one_line_error(code: int, err: str, needle: str) -> None:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
-    assert needle in lines[0], lines[0]
 
 
 @pytest.fixture

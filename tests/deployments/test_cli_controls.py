@@ -12,33 +12,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cli_harness import one_line_error, v6
 
 from core.config import load_settings
 from core.risk.breaker import Breaker, BreakerState, GateMode
 from core.store import DeltaStore
 from deployments import cli
-
-
-def v6(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """The `v6` console entry point in-process: (exit code, stdout, stderr)."""
-    saved = sys.argv
-    sys.argv = ["v6", *args]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    finally:
-        sys.argv = saved
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def one_line_error(code: int, err: str, *needles: str) -> None:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (code, err)
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
 
 
 @pytest.fixture

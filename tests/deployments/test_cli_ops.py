@@ -17,6 +17,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
+from cli_harness import v6
 from prefect import flow
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Cancelled, Completed, Failed, State
@@ -35,21 +36,6 @@ from deployments.status import pnl_summary
 
 REPO = Path(__file__).resolve().parents[2]
 AS_OF = datetime(2026, 3, 31, 22, 30, tzinfo=UTC)
-
-
-def v6(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run the `v6` console entry point in-process: (exit code, stdout, stderr)."""
-    saved = sys.argv
-    sys.argv = ["v6", *args]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    finally:
-        sys.argv = saved
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def v6_process(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

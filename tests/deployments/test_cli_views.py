@@ -3,12 +3,12 @@ that fits 100 columns, exit codes and bad arguments, over a book in real Delta t
 
 from __future__ import annotations
 
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
 import pytest
+from cli_harness import one_line_error, v6
 
 from core.domain.timezones import MARKET_TZ
 from core.store import REGISTRY, DeltaStore
@@ -16,27 +16,6 @@ from deployments import cli
 from deployments.status import pnl_summary
 
 SID = "ic-SPY-20260302-0123456789"
-
-
-def v6(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    saved = sys.argv
-    sys.argv = ["v6", *args]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    finally:
-        sys.argv = saved
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def one_line_error(code: int, err: str, *needles: str) -> None:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (code, err)
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
 
 
 @pytest.fixture
