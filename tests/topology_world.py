@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from typing import IO
 
 import httpx
 import pytest
+from processes import stop, tail
 from s3_world import free_port
 
 BIN = Path(sys.executable).parent
@@ -134,22 +134,6 @@ def start(cmd: list[str], env: dict[str, str], log: Path, cwd: Path) -> subproce
                                 start_new_session=True)  # fmt: skip
     finally:
         out.close()
-
-
-def stop(proc: subprocess.Popen[bytes], grace_s: float = 20.0) -> None:
-    """SIGTERM the process group we started, SIGKILL it after the grace period."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
-
-def tail(path: Path, lines: int = 60) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 @pytest.fixture(scope="module", name="prefect_on_postgres")

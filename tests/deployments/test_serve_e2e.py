@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -27,6 +26,7 @@ import pytest
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.objects import FlowRun, StateType
+from processes import stop, tail
 
 from core.analysis.synthetic import synthetic_trades
 from core.config import Settings
@@ -70,23 +70,6 @@ def _clean_env(home: Path) -> dict[str, str]:
     return env
 
 
-def _stop(proc: subprocess.Popen[bytes], grace_s: float = 20.0) -> None:
-    """SIGTERM the process group we created (the server's uvicorn, serve's flow runs),
-    then SIGKILL it if it outstays the grace period."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
-
-def _tail(path: Path, lines: int = 60) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("prefect-home")
@@ -111,7 +94,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
         deadline = time.monotonic() + SERVER_START_S
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"prefect server exited ({proc.returncode}):\n{_tail(log_path)}")
+                pytest.fail(f"prefect server exited ({proc.returncode}):\n{tail(log_path)}")
             try:
                 if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                     break
@@ -119,12 +102,12 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
                 pass
             if time.monotonic() > deadline:
                 pytest.fail(
-                    f"prefect server not healthy after {SERVER_START_S:.0f}s:\n{_tail(log_path)}"
+                    f"prefect server not healthy after {SERVER_START_S:.0f}s:\n{tail(log_path)}"
                 )
             time.sleep(0.25)
         yield Server(url, env, home, log_path)
     finally:
-        _stop(proc)
+        stop(proc)
         log.close()
 
 
@@ -153,13 +136,13 @@ async def _wait_for_deployment(client: PrefectClient, name: str, serve: subproce
     deadline = time.monotonic() + SERVE_READY_S
     while True:
         if serve.poll() is not None:
-            pytest.fail(f"`v6 serve` exited ({serve.returncode}):\n{_tail(log)}")
+            pytest.fail(f"`v6 serve` exited ({serve.returncode}):\n{tail(log)}")
         try:
             await client.read_deployment_by_name(name)
             return
         except Exception:  # ObjectNotFound until serve has registered it
             if time.monotonic() > deadline:
-                pytest.fail(f"{name} not registered after {SERVE_READY_S:.0f}s:\n{_tail(log)}")
+                pytest.fail(f"{name} not registered after {SERVE_READY_S:.0f}s:\n{tail(log)}")
             await asyncio.sleep(0.5)
 
 
@@ -167,7 +150,7 @@ async def _wait_final(client: PrefectClient, run: FlowRun, log: Path) -> FlowRun
     deadline = time.monotonic() + RUN_FINISH_S
     while not (run.state and run.state.is_final()):
         if time.monotonic() > deadline:
-            pytest.fail(f"flow run still {run.state} after {RUN_FINISH_S:.0f}s:\n{_tail(log)}")
+            pytest.fail(f"flow run still {run.state} after {RUN_FINISH_S:.0f}s:\n{tail(log)}")
         await asyncio.sleep(0.5)
         run = await client.read_flow_run(run.id)
     return run
@@ -215,7 +198,7 @@ async def test_serve_runs_an_ad_hoc_deployment_to_completion(
             )
             run = await _wait_final(client, run, serve_log)
             assert run.state is not None
-            assert run.state.type is StateType.COMPLETED, (run.state, _tail(serve_log))
+            assert run.state.type is StateType.COMPLETED, (run.state, tail(serve_log))
 
             # It ran on the V6 config serve was given: tonight's results are in its store.
             results = DeltaStore(str(data)).read("variance_results").collect()
@@ -245,7 +228,7 @@ async def test_serve_runs_an_ad_hoc_deployment_to_completion(
             assert "Completed" in line
             assert "realised (closed trades)" in status.stdout
         finally:
-            _stop(serve)
+            stop(serve)
     print(f"\nserve e2e (excluding server start): {time.monotonic() - started:.1f}s")
 
 
@@ -300,8 +283,8 @@ async def test_shipped_prefect_yaml_deploys_and_a_worker_runs_it(
         try:
             run = await _wait_final(client, run, worker_log)
         finally:
-            _stop(worker)
+            stop(worker)
     assert run.state is not None
-    assert run.state.type is StateType.COMPLETED, (run.state, _tail(worker_log))
+    assert run.state.type is StateType.COMPLETED, (run.state, tail(worker_log))
     results = DeltaStore(str(data)).read("variance_results").collect()
     assert results.get_column("run_date").unique().to_list() == [AS_OF.date()]
