@@ -126,6 +126,29 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> np.ndarray:
     return np.arange(start, hi + step * 0.5, step)
 
 
+MIN_TIME_SPAN_S = 3600.0
+# Tick steps for a time axis, seconds: whole minutes, hours, days, weeks, ~months, ~years.
+_TIME_STEPS = (
+    60, 300, 900, 1800, 3600, 7200, 10800, 21600, 43200,
+    86400, 2 * 86400, 7 * 86400, 14 * 86400, 30 * 86400, 91 * 86400, 182 * 86400, 365 * 86400,
+)  # fmt: skip
+
+
+def time_ticks(x0: float, x1: float, count: int = 5) -> list[tuple[float, str]]:
+    """Ticks on round UTC times in [x0, x1] (epoch seconds), each label distinct.
+
+    The step is the smallest round one giving at most `count` intervals; under a day the
+    labels carry the time of day, so trades closed within one session do not all read the
+    same date."""
+    span = max(x1 - x0, 1.0)
+    step = next((s for s in _TIME_STEPS if span / s <= count), _TIME_STEPS[-1])
+    while span / step > count:  # decades of data: keep the tick count bounded
+        step *= 2
+    ticks = np.arange(math.ceil(x0 / step) * step, x1 + 1e-6, step, dtype=float)
+    fmt = "%Y-%m-%d" if step >= 86400 else "%m-%d %H:%M"
+    return [(t, datetime.fromtimestamp(t, UTC).strftime(fmt)) for t in ticks.tolist()]
+
+
 @dataclass(frozen=True)
 class _Frame:
     x0: float
@@ -241,10 +264,11 @@ def svg_lines(series: Sequence[Series], title: str, ylabel: str) -> str:
     ys = np.concatenate([s.y for s in drawn] + [np.zeros(1)])
     yticks = nice_ticks(float(ys.min()), float(ys.max()), 5)
     x0, x1 = float(xs.min()), float(xs.max())
-    frame = _Frame(x0, x1 if x1 > x0 else x0 + 86400.0, float(yticks[0]), float(yticks[-1]))
-    xt = np.linspace(frame.x0, frame.x1, 5)
-    labels = [(x, datetime.fromtimestamp(x, UTC).strftime("%Y-%m-%d")) for x in xt.tolist()]
-    parts = _axes(frame, title, "close date (UTC)", ylabel, labels, yticks)
+    if x1 - x0 < MIN_TIME_SPAN_S:  # one close, or a burst: centre a readable window on it
+        mid = (x0 + x1) / 2
+        x0, x1 = mid - MIN_TIME_SPAN_S / 2, mid + MIN_TIME_SPAN_S / 2
+    frame = _Frame(x0, x1, float(yticks[0]), float(yticks[-1]))
+    parts = _axes(frame, title, "close time (UTC)", ylabel, time_ticks(x0, x1), yticks)
     for s in drawn:
         pts = " ".join(
             f"{a:.1f},{b:.1f}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import xml.etree.ElementTree as ET
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +13,14 @@ import polars as pl
 import pytest
 
 from core.analysis.report import (
+    MB,
     H,
     W,
     artifact_rows,
     markdown_summary,
     nice_ticks,
     plot_data,
+    time_ticks,
     write_html_report,
 )
 from core.analysis.synthetic import synthetic_trades
@@ -150,3 +152,79 @@ def test_nice_ticks_cover_the_range(lo: float, hi: float) -> None:
     assert ticks[0] <= lo and ticks[-1] >= min(hi, ticks[-1])
     assert ticks[-1] >= hi or hi == lo
     assert 2 <= ticks.size <= 12
+
+
+def x_tick_labels(svg: str) -> list[tuple[float, str]]:
+    """The x-axis tick labels of a rendered plot, as (pixel x, text), left to right."""
+    root = ET.fromstring(svg)
+    ns = "{http://www.w3.org/2000/svg}"
+    ticks = [
+        (float(t.get("x", "nan")), t.text or "")
+        for t in root.findall(f"{ns}text")
+        if t.get("class") == "k" and t.get("y") == str(H - MB + 16)
+    ]
+    return sorted(ticks)
+
+
+def live_chart(text: str) -> str:
+    return next(s for s in svgs(text) if "Cumulative P&amp;L, live window" in s)
+
+
+def with_closes(trades: pl.DataFrame, closes: list[datetime]) -> pl.DataFrame:
+    n = len(closes)
+    return trades.head(n).with_columns(
+        pl.Series("closed_at", closes, dtype=trades.schema["closed_at"])
+    )
+
+
+@pytest.mark.parametrize(
+    ("first", "spacing", "n", "fmt"),
+    [
+        (datetime(2026, 3, 31, 14, 5, tzinfo=UTC), timedelta(minutes=35), 9, "%m-%d %H:%M"),
+        (datetime(2026, 3, 31, 15, 0, tzinfo=UTC), timedelta(0), 1, "%m-%d %H:%M"),
+        (datetime(2026, 3, 2, 20, 0, tzinfo=UTC), timedelta(days=1), 22, "%Y-%m-%d"),
+        (datetime(2024, 1, 2, 20, 0, tzinfo=UTC), timedelta(days=9), 90, "%Y-%m-%d"),
+    ],
+    ids=["one-session", "one-trade", "one-month", "two-years"],
+)
+def test_live_cumulative_chart_labels_distinct_times_at_their_places(
+    tmp_path: Path, drifted, first: datetime, spacing: timedelta, n: int, fmt: str
+) -> None:
+    """Issue 20: every tick of the live chart read the same date when the trades closed
+    within a day. Each label is now distinct, in time order, and sits where its time is."""
+    report, live, hist, weights = drifted
+    closes = [first + k * spacing for k in range(n)]
+    text = write_html_report(report, with_closes(live, closes), hist, tmp_path, weights).read_text(
+        encoding="utf-8"
+    )
+    svg = live_chart(text)
+    assert "close time (UTC)" in svg
+    labels = x_tick_labels(svg)
+    assert 2 <= len(labels) <= 6, labels
+    texts = [t for _, t in labels]
+    assert len(set(texts)) == len(texts), texts
+    times = [datetime.strptime(t, fmt).replace(tzinfo=UTC) for t in texts]
+    if fmt == "%m-%d %H:%M":  # the year is not on the label: it is the trades' year
+        times = [t.replace(year=first.year) for t in times]
+    assert times == sorted(times)
+    # Linear placement: pixel distance is proportional to time distance between ticks.
+    xs = np.array([x for x, _ in labels])
+    secs = np.array([t.timestamp() for t in times])
+    px_per_s = (xs[-1] - xs[0]) / (secs[-1] - secs[0])
+    assert xs == pytest.approx(xs[0] + (secs - secs[0]) * px_per_s, abs=0.2)
+    # Every tick lies inside the data's window (or the hour centred on a single close).
+    lo, hi = min(closes).timestamp(), max(closes).timestamp()
+    pad = max(0.0, (3600 - (hi - lo)) / 2)
+    assert secs.min() >= lo - pad - 1 and secs.max() <= hi + pad + 1
+
+
+@pytest.mark.parametrize("span_s", [3600.0, 5400.0, 86400.0 * 3, 86400.0 * 400, 3.2e9])
+def test_time_ticks_are_round_distinct_and_bounded(span_s: float) -> None:
+    """From the hour the chart pads a single close to, up to a century of closes."""
+    x0 = datetime(2026, 3, 31, 13, 47, 11, tzinfo=UTC).timestamp()
+    ticks = time_ticks(x0, x0 + span_s)
+    assert 1 <= len(ticks) <= 6
+    values = [v for v, _ in ticks]
+    assert all(x0 <= v <= x0 + span_s for v in values)
+    assert len({label for _, label in ticks}) == len(ticks)
+    assert all(v % 60 == 0 for v in values)  # whole minutes at least
