@@ -7,15 +7,20 @@ install their own (a simulated world on a fast clock) with `use_runtime`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from core.broker.base import Broker
 from core.clock import Clock, SystemClock
 from core.config import BrokerKind, Settings, load_settings
 from core.store.delta import DeltaStore
+
+# Told after each simulated cycle: (cycles done, cycles planned, market time). A plain
+# callable (or coroutine function) so core stays free of any UI or Prefect.
+CycleProgress = Callable[[int, int, datetime], Awaitable[None] | None]
 
 
 @dataclass
@@ -25,6 +30,9 @@ class Runtime:
     clock: Clock = field(default_factory=SystemClock)
     # Each call returns a new, unconnected broker (each flow run owns its connection).
     broker_factory: Callable[[], Broker] | None = None
+    # Who else watches a backtest's cycles besides the run's own progress artifact: the
+    # CLI's progress bar (`v6 run backtest`, `v6 demo`). None: nobody.
+    backtest_progress: CycleProgress | None = None
     _sim_world: Broker | None = field(default=None, init=False, repr=False)
 
     def new_broker(self) -> Broker:

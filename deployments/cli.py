@@ -236,10 +236,15 @@ def run(
         result = run_on_server(item, params, console, timeout_s=timeout)
     else:
         from deployments.local_api import prefect_api
+        from deployments.progress import backtest_bar
 
         settings = _settings(config)
         with prefect_api():
-            result = run_local(item, params, settings)
+            if item.name == "backtest":
+                with backtest_bar(console) as bar:
+                    result = run_local(item, params, settings, backtest_progress=bar)
+            else:
+                result = run_local(item, params, settings)
     if result.data is not None:
         console.print_json(json.dumps(result.data, default=str))
     style = "green" if result.exit_code == 0 else "red"

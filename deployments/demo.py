@@ -23,7 +23,7 @@ from typing import Any
 import polars as pl
 from prefect.client.schemas.objects import State
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.table import Table
 
 from core.backtest.run import cycle_times
@@ -39,6 +39,7 @@ from core.sim.gateway.client import simulator_broker_settings
 from core.sim.gateway.server import GatewayServer
 from core.store import DeltaStore, TableSpec
 from deployments.installation import home_tag, tagged
+from deployments.progress import bar_columns, cycle_bar
 from flows.backtest import backtest
 from flows.futures_collection import futures_collection
 from flows.maintenance import maintenance
@@ -121,22 +122,18 @@ class Demo:
                 f"{self.clock.now().astimezone(MARKET_TZ):%Y-%m-%d %H:%M} New York"
             )
             with use_runtime(runtime), tagged(self.settings):
-                await self._days()
+                await self._days(runtime)
 
-    async def _days(self) -> None:
+    async def _days(self, runtime: Runtime) -> None:
         first = self.clock.now().astimezone(MARKET_TZ).date()
         sessions = self.calendar.trading_days(first, self.days)
         self.drill_day = sessions[1] if len(sessions) > 1 else sessions[0]
         steps = [(self.clock.now(), "backtest", self._backtest)]
         steps += [step for day in sessions for step in self._plan(day)]
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total} flow runs"),
-            TimeElapsedColumn(),
-            console=self.console,
-        ) as progress:
-            bar = progress.add_task("simulating", total=len(steps))
+        with Progress(*bar_columns(), console=self.console) as progress:
+            bar = progress.add_task("simulating", total=len(steps), unit="flow runs")
+            # the backtest step's cycles get a row of their own under the flow-run bar
+            runtime.backtest_progress = cycle_bar(progress, "backtest")
             for when, label, run in steps:
                 self._advance_to(when)
                 progress.update(

@@ -23,6 +23,7 @@ from prefect.exceptions import ParameterTypeError
 from rich.console import Console
 
 from core.config import Settings
+from core.runtime import CycleProgress
 from deployments.catalog import CATALOG, FlowEntry, entry
 from deployments.errors import UserError
 
@@ -121,8 +122,14 @@ def _quiet(logger_name: str) -> Iterator[None]:
         logger.setLevel(level)
 
 
-def run_local(item: FlowEntry, params: dict[str, Any], settings: Settings) -> RunResult:
-    """Run the flow in this process now, on the runtime built from `settings`."""
+def run_local(
+    item: FlowEntry,
+    params: dict[str, Any],
+    settings: Settings,
+    backtest_progress: CycleProgress | None = None,
+) -> RunResult:
+    """Run the flow in this process now, on the runtime built from `settings`
+    (`backtest_progress` watches a backtest's cycles: the CLI's bar)."""
     from core.runtime import Runtime, use_runtime
     from core.store import DeltaStore
     from deployments.installation import tagged
@@ -141,7 +148,10 @@ def run_local(item: FlowEntry, params: dict[str, Any], settings: Settings) -> Ru
             flow_run_id=str(state.state_details.flow_run_id or "") or None,
         )
 
-    with use_runtime(Runtime(settings, DeltaStore.from_settings(settings))), tagged(settings):
+    runtime = Runtime(
+        settings, DeltaStore.from_settings(settings), backtest_progress=backtest_progress
+    )
+    with use_runtime(runtime), tagged(settings):
         return asyncio.run(go())
 
 

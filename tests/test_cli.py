@@ -96,6 +96,8 @@ def test_demo_runs_a_simulated_day_through_the_flows(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "flow runs by final state" in result.stdout
     assert "Failed" not in result.stdout and "Crashed" not in result.stdout
+    # the historical side's backtest has its own progress row, run to its end
+    assert re.search(r"backtest \d{4}-\d\d-\d\d \d\d:\d\d NY.*\b(\d+)/\1 cycles", result.stdout)
     listing = v6("tables", cwd=tmp_path, env=env)
     assert "not created" not in listing.stdout
     from core.store import DeltaStore

@@ -24,7 +24,6 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import cast
@@ -35,7 +34,7 @@ from core.calendar import MarketCalendar
 from core.clock import SimClock
 from core.config import Settings
 from core.cycle.run import run_trading_cycle
-from core.runtime import Runtime
+from core.runtime import CycleProgress, Runtime
 from core.sim.exchange import build_exchange
 from core.store.delta import DeltaStore
 from core.store.memory import MemoryStore
@@ -43,7 +42,7 @@ from core.store.memory import MemoryStore
 log = logging.getLogger(f"v6.{__name__}")
 
 # Called after each cycle with (done, total, market time); may be a coroutine function.
-Progress = Callable[[int, int, datetime], Awaitable[None] | None]
+Progress = CycleProgress
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ ones whose point is the real entry point or a long-lived process use a subproces
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -173,6 +174,22 @@ def test_run_variance_analysis_in_process_with_parameters(
     assert '"run_date": "2026-03-31"' in out  # the flow's summary, from the as_of parameter
     results = DeltaStore(str(workdir / "data")).read("variance_results").collect()
     assert results.get_column("run_date").unique().to_list() == [AS_OF.date()]
+
+
+def test_run_backtest_shows_a_progress_bar_fed_by_every_cycle(
+    capsys: pytest.CaptureFixture[str], workdir: Path, prefect_harness: None
+) -> None:
+    """Issue 20: backtests showed no progress in the CLI. Two sessions at a 240-minute
+    cadence are 4 cycles; the bar ends at 4/4 at the last cycle's market time."""
+    code, out, err = v6(
+        capsys, "run", "backtest", "-p", "days=2", "-p", "cycle_minutes=240", "-p", "seed=3"
+    )
+    assert code == 0, out + err
+    assert "backtest: Completed" in out
+    bar = [ln for ln in out.splitlines() if "cycles" in ln and ln.lstrip().startswith("backtest")]
+    assert len(bar) == 1 and "4/4 cycles" in bar[0], out
+    assert re.search(r"backtest \d{4}-\d\d-\d\d \d\d:\d\d NY", bar[0]), bar[0]
+    assert '"cycles": 4' in out  # the flow's own count agrees with the bar
 
 
 # -- v6 breaker ---------------------------------------------------------------------------------
