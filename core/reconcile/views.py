@@ -128,24 +128,34 @@ class _Views:
             .with_columns(_key=_FILL_KEY, _ver=_VERSION)
             .filter(pl.col("_ver") == pl.col("_ver").max().over("_key"))
         )
-        booked_ver_lf = (
-            book_lf.filter(pl.col("source") == FillSource.BROKER.value)
-            .with_columns(_key=_FILL_KEY, _ver=_VERSION)
+        # the book's broker fills by fill key: ids and versions only (the full rows are read
+        # for the few fills a correction replaces)
+        book_keys_lf = book_lf.filter(pl.col("source") == FillSource.BROKER.value).select(
+            "exec_id", _key=_FILL_KEY, _ver=_VERSION
+        )
+        new_exec_lf = (
+            latest_lf.join(book_lf.select("exec_id"), on="exec_id", how="anti")
+            .join(
+                book_keys_lf.group_by("_key").agg(_bver=pl.col("_ver").max()),
+                on="_key",
+                how="left",
+            )
+            .filter(pl.col("_bver").is_null() | (pl.col("_bver") < pl.col("_ver")))
+            .drop("_first")
+        )
+        # the booked version each correction replaces (the fill's highest, the last execId
+        # among equal versions), with the correcting execId
+        corrections_lf = new_exec_lf.filter(pl.col("_bver").is_not_null()).select(
+            "_key", _new_id="exec_id", _new_time="time"
+        )
+        booked_last_lf = (
+            book_keys_lf.join(corrections_lf.select("_key").unique(), on="_key", how="semi")
             .sort("_ver", "exec_id")
             .group_by("_key")
             .agg(pl.all().last())
         )
-        new_exec_lf = (
-            latest_lf.join(book_lf.select("exec_id"), on="exec_id", how="anti")
-            .join(booked_ver_lf.select("_key", _bver="_ver"), on="_key", how="left")
-            .filter(pl.col("_bver").is_null() | (pl.col("_bver") < pl.col("_ver")))
-            .drop("_first")
-        )
-        # the booked versions those corrections replace, with the correcting execId
-        replaced_lf = (
-            new_exec_lf.filter(pl.col("_bver").is_not_null())
-            .select("_key", _new_id="exec_id", _new_time="time")
-            .join(booked_ver_lf, on="_key", how="inner")
+        replaced_lf = corrections_lf.join(booked_last_lf, on="_key", how="inner").join(
+            book_lf, on="exec_id", how="inner"
         )
         new_exec_lf = new_exec_lf.drop("_key", "_ver", "_bver")
         # an execId the book has, reported with another contract, side, quantity or time:
