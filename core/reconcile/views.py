@@ -128,26 +128,22 @@ class _Views:
             .with_columns(_key=_FILL_KEY, _ver=_VERSION)
             .filter(pl.col("_ver") == pl.col("_ver").max().over("_key"))
         )
+        # per fill the book booked from the broker: its highest version and that version's
+        # execId (the last among equal versions); full rows are read only for the few fills
+        # a correction replaces (after the collect)
         booked_ver_lf = (
             book_lf.filter(pl.col("source") == FillSource.BROKER.value)
-            .with_columns(_key=_FILL_KEY, _ver=_VERSION)
+            .select("exec_id", _key=_FILL_KEY, _ver=_VERSION)
             .sort("_ver", "exec_id")
             .group_by("_key")
-            .agg(pl.all().last())
+            .agg(_bver=pl.col("_ver").last(), _bid=pl.col("exec_id").last())
         )
         new_exec_lf = (
             latest_lf.join(book_lf.select("exec_id"), on="exec_id", how="anti")
-            .join(booked_ver_lf.select("_key", _bver="_ver"), on="_key", how="left")
+            .join(booked_ver_lf, on="_key", how="left")
             .filter(pl.col("_bver").is_null() | (pl.col("_bver") < pl.col("_ver")))
             .drop("_first")
         )
-        # the booked versions those corrections replace, with the correcting execId
-        replaced_lf = (
-            new_exec_lf.filter(pl.col("_bver").is_not_null())
-            .select("_key", _new_id="exec_id", _new_time="time")
-            .join(booked_ver_lf, on="_key", how="inner")
-        )
-        new_exec_lf = new_exec_lf.drop("_key", "_ver", "_bver")
         # an execId the book has, reported with another contract, side, quantity or time:
         # never a repeat to drop, a conflict to surface (e.g. a simulator that restarted
         # its numbering)
@@ -182,7 +178,6 @@ class _Views:
             new_exec_lf,
             by_sc_lf,
             conflict_lf,
-            replaced_lf,
         ]
         # executions that name no contract V6 can book (no conId): kept as breaks
         mine = pl.lit(True) if account is None else pl.col("account") == account
@@ -193,9 +188,15 @@ class _Views:
             plans += [con_lf, pos_lf, unbookable_lf]
         out = pl.collect_all(plans, engine=_ENGINE)
         # per leg: the book's quantity and one-way price aggregates (see position_stats)
-        self._leg_agg, counted, self._new_exec, self._by_sc, self._conflicts, self._replaced = out[
-            :6
-        ]
+        self._leg_agg, counted, new_exec, self._by_sc, self._conflicts = out[:5]
+        # the booked versions corrections replace, with the correcting execId
+        fixes = new_exec.filter(pl.col("_bver").is_not_null()).select(
+            "_bid", _new_id="exec_id", _new_time="time"
+        )
+        self._replaced = fixes.join(book.fills, left_on="_bid", right_on="exec_id").rename(
+            {"_bid": "exec_id"}
+        )
+        self._new_exec = new_exec.drop("_key", "_ver", "_bver", "_bid")
         self.duplicates = int(counted.item(0, "raw") - counted.item(0, "unique"))
         # the book's legs with their quantity before this run (qty0; null: never filled)
         self.legs_q = self.legs.join(
@@ -203,7 +204,7 @@ class _Views:
         )
         if fills_only:
             return
-        con_qty0, self.positions, self._unbookable = out[6:]
+        con_qty0, self.positions, self._unbookable = out[5:]
         agg_cols = ["con_id", "quantity", *_side_aggs()]
         if con_qty0.get_column("_split").any():  # a leg with fills on two contracts
             fills = book.fills.select("con_id", "quantity", "price", "commission")
