@@ -4,8 +4,9 @@ as IB sends them, Reg-T for a defined-risk spread, and unknown figures kept unkn
 from __future__ import annotations
 
 import pytest
-from gateway_world import put_spread
+from gateway_world import broker_settings, put_spread
 
+from core.broker import BrokerError, ErrorClass
 from core.broker.ib import IBBroker
 from core.broker.ib.margin import parse_margin
 from core.domain import Action, OrderRequest, OrderType
@@ -60,6 +61,23 @@ async def test_unset_and_unparseable_figures_stay_unknown(
 
     gateway.what_if_answers(initMarginAfter="", initMarginBefore=UNSET_DOUBLE_WIRE)
     assert (await broker.what_if_margin(order)).post_trade_initial is None
+
+
+async def test_unset_initial_margin_change_is_never_answered_and_refused_as_data(
+    exchange: SimExchange, gateway: GatewayServer
+) -> None:
+    """ib_async ends a what-if only when initMarginChange is set (wrapper.openOrder): an
+    unset one is a request that times out while connected, a DATA error, never a 0."""
+    order, _ = credit_spread(exchange, qty=1, credit=0.85)
+    gateway.what_if_answers(initMarginChange=UNSET_DOUBLE_WIRE)
+    broker = IBBroker(broker_settings(gateway, request_timeout_s=0.5), clock=exchange.market.clock)
+    await broker.connect()
+    try:
+        with pytest.raises(BrokerError, match="what-if margin for wi-spread") as err:
+            await broker.what_if_margin(order)
+        assert err.value.kind is ErrorClass.DATA
+    finally:
+        await broker.disconnect()
 
 
 @pytest.mark.parametrize(
