@@ -608,6 +608,13 @@ class LimitSettings(_Section):
     correlation_lookback_days: int = Field(20, ge=2, le=260)
     max_correlated_exposure_pct: float = Field(60.0, gt=0, le=100)
     max_buying_power_pct: float = Field(50.0, gt=0, le=100)
+    max_margin_pct: float = Field(
+        50.0,
+        gt=0,
+        le=100,
+        description="post-trade initial margin (broker what-if on the entry order), "
+        "% of net liquidation; an entry above it is refused",
+    )
     max_open_strategies: int = Field(20, ge=0, le=500)
     max_new_strategies_per_day: int = Field(
         5, ge=0, le=100, description="entries that filled (unfilled or cancelled ones do not count)"

@@ -9,7 +9,7 @@ from core.broker.base import BrokerError, ErrorClass
 from core.broker.sim import SimBroker
 from core.clock import Clock
 from core.config import Settings
-from core.domain import OrderRequest, OrderState
+from core.domain import MarginImpact, OrderRequest, OrderState
 from core.execution.combo import combo_quote
 from core.execution.executor import ComboExecutor
 from core.sim.exchange import SimExchange
@@ -29,6 +29,17 @@ class ScriptedBroker(SimBroker):
         self.before_place: Callable[[OrderRequest], None] | None = None
         self.lose_ack: Callable[[OrderRequest], bool] | None = None
         self.placed: list[tuple[OrderRequest, float]] = []
+        self.what_ifs: list[OrderRequest] = []  # every what-if margin asked
+        # answered instead of the exchange's figures (a BrokerError is raised)
+        self.what_if_answer: MarginImpact | BrokerError | None = None
+
+    async def what_if_margin(self, order: OrderRequest) -> MarginImpact:
+        self.what_ifs.append(order)
+        if isinstance(self.what_if_answer, BrokerError):
+            raise self.what_if_answer
+        if self.what_if_answer is not None:
+            return self.what_if_answer
+        return await super().what_if_margin(order)
 
     async def place_order(self, order: OrderRequest) -> OrderState:
         legs = [

@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from core.config import BrokerSettings, Settings
+from core.domain import ComboLeg, Contract
 from core.sim.exchange import SimExchange, build_exchange
 from core.sim.gateway.client import simulator_broker_settings
 from core.sim.gateway.server import GatewayServer
@@ -48,3 +49,20 @@ def same(a: object, b: object) -> bool:
         if x != y:
             return False
     return True
+
+
+def put_spread(ex: SimExchange) -> tuple[Contract, Contract, Contract]:
+    """Two listed SPY puts ~5% and ~6% out of the money, and the put-spread combo."""
+    chain = ex.option_chains("SPY")[0]
+    expiry = chain.expirations[4]
+    spot = ex.market.price("SPY")
+    strikes = sorted(chain.strikes, key=lambda k: abs(k - spot * 0.95))
+    short_k = strikes[0]
+    long_k = max(k for k in chain.strikes if k <= short_k - 5)
+    short = ex.qualify(Contract.option("SPY", expiry, short_k, "P"))
+    long = ex.qualify(Contract.option("SPY", expiry, long_k, "P"))
+    assert short is not None and long is not None
+    bag = Contract.combo(
+        "SPY", [ComboLeg(short.con_id, 1, "SELL"), ComboLeg(long.con_id, 1, "BUY")]
+    )
+    return short, long, bag

@@ -18,6 +18,7 @@ from core.domain import (
     Contract,
     Dividends,
     Execution,
+    MarginImpact,
     OptionChain,
     OrderRequest,
     OrderState,
@@ -129,5 +130,12 @@ class Broker(Protocol):
     async def cancel_order(self, order_id: int) -> OrderState: ...
 
     async def what_if(self, order: OrderRequest) -> float:
-        """Initial margin the order would need, in account currency."""
+        """Available funds the order would take, in account currency: its initial margin
+        change less the premium it receives (Reg-T)."""
+        ...
+
+    async def what_if_margin(self, order: OrderRequest) -> MarginImpact:
+        """The broker's what-if answer for `order` (nothing is placed): initial and
+        maintenance margin and equity with loan before, change and after; None where the
+        broker did not say."""
         ...

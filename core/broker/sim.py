@@ -26,6 +26,7 @@ from core.domain import (
     Contract,
     Dividends,
     Execution,
+    MarginImpact,
     OptionChain,
     OrderRequest,
     OrderState,
@@ -213,5 +214,12 @@ class SimBroker:
         self._ready()
         try:
             return self.exchange.what_if(order)
+        except SimExchangeError as exc:
+            raise BrokerError(str(exc), ErrorClass.REJECTION, code=exc.code) from exc
+
+    async def what_if_margin(self, order: OrderRequest) -> MarginImpact:
+        self._ready()
+        try:
+            return self.exchange.margin_impact(order)
         except SimExchangeError as exc:
             raise BrokerError(str(exc), ErrorClass.REJECTION, code=exc.code) from exc

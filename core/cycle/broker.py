@@ -32,6 +32,7 @@ from core.domain import (
     Contract,
     Dividends,
     Execution,
+    MarginImpact,
     OptionChain,
     OrderRequest,
     OrderState,
@@ -215,6 +216,9 @@ class CycleBroker:
 
     async def what_if(self, order: OrderRequest) -> float:
         return await self._call(self.inner.what_if(order))
+
+    async def what_if_margin(self, order: OrderRequest) -> MarginImpact:
+        return await self._call(self.inner.what_if_margin(order))
 
     async def dividends(self, contract: Contract) -> Dividends:
         return await self._call(self.inner.dividends(contract))

@@ -39,6 +39,7 @@ from core.cycle.steps import (
     summarise,
 )
 from core.execution.ladder import Waiter
+from core.execution.results import ExecStatus
 from core.reconcile import BOOK_TABLES
 from core.risk.breaker import (
     BREAKER_UNAVAILABLE,
@@ -213,6 +214,14 @@ class CycleRun:
                 "no_data": 0 if r.rules is None else r.rules.no_data,
                 "exits": 0 if r.exits is None else len(r.exits.orders),
                 "entries": 0 if r.entries is None else len(r.entries.results),
+                # entries refused before anything was sent (hard caps, what-if margin)
+                "entries_blocked": []
+                if r.entries is None
+                else [
+                    f"{x.strategy_id}: {x.message}"
+                    for x in r.entries.results
+                    if x.status is ExecStatus.BLOCKED
+                ],
                 "filled": sum(1 for x in results if x.filled > 0),
                 "orders": sum(len(x.attempts) for x in results),
                 "clock_skew_s": None

@@ -19,6 +19,7 @@ import polars as pl
 from core.cycle.report import all_results, order_rows
 from core.cycle.run import CycleRun
 from core.domain import OrderStatus
+from core.execution.results import ExecStatus
 
 DECISION_COLUMNS = (
     "strategy_id", "strategy_type", "underlying", "regime", "action", "urgency", "rule",
@@ -124,6 +125,9 @@ def artifacts_for(run: CycleRun) -> CycleArtifacts:
             for row in _plain(lr.rejection_rows(run_id=run.run_id, now=datetime.now(UTC))):
                 row.pop("ts", None)
                 rejections.append({"kind": "limit", **row})
+    for r in () if report.entries is None else report.entries.results:
+        if r.status is ExecStatus.BLOCKED:  # refused before sending: hard cap, what-if margin
+            rejections.append({"kind": "entry", "strategy_id": r.strategy_id, "detail": r.message})
     for r in results:
         for a in r.attempts:
             if a.status == OrderStatus.REJECTED:

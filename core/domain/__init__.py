@@ -1,7 +1,7 @@
 """Small immutable domain types shared by every layer: contracts, orders, fills, quotes."""
 
 from core.domain.contracts import ComboLeg, Contract, OptionChain, Right, SecType
-from core.domain.market import AccountSummary, Bar, Dividends, Quote
+from core.domain.market import AccountSummary, Bar, Dividends, MarginImpact, Quote
 from core.domain.orders import (
     Action,
     Execution,
@@ -20,6 +20,7 @@ __all__ = [
     "Contract",
     "Dividends",
     "Execution",
+    "MarginImpact",
     "OptionChain",
     "OrderRequest",
     "OrderState",

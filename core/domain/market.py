@@ -84,6 +84,36 @@ class AccountSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class MarginImpact:
+    """What a what-if order would do to the account's margin, as IB's OrderState says it.
+
+    IB sends each figure as a string with its unset value for what it does not know;
+    here unknown is None, never 0, so a check on it must refuse rather than pass.
+    `*_before`/`*_after` are the whole account's, `*_change` the order's; a credit
+    received shows in equity with loan, never as less initial margin (Reg-T).
+    """
+
+    init_before: float | None
+    init_change: float | None
+    init_after: float | None
+    maint_before: float | None
+    maint_change: float | None
+    maint_after: float | None
+    equity_with_loan_before: float | None
+    equity_with_loan_change: float | None
+    equity_with_loan_after: float | None
+
+    @property
+    def post_trade_initial(self) -> float | None:
+        """Initial margin after the order: IB's `after`, else before + change, else None."""
+        if self.init_after is not None:
+            return self.init_after
+        if self.init_before is not None and self.init_change is not None:
+            return self.init_before + self.init_change
+        return None
+
+
+@dataclass(frozen=True, slots=True)
 class Dividends:
     """An underlying's dividends as IB reports them (generic tick 456, tick type 59).
 

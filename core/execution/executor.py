@@ -22,6 +22,10 @@ A strategy is either fully on or not on at all, and nothing is ever sent twice:
 6. `check_hard_caps` runs right before every placement, with today's executed usage
    (`intents.sent_today`) and the account's net liquidation the caller read (the
    max-loss caps scale with it; unknown net liquidation refuses every risk-adding order).
+   Before an entry's first order of a call, the broker's what-if margin for that exact
+   order must keep post-trade initial margin within `limits.max_margin_pct` of net
+   liquidation (`core.risk.margin`); unknown is refused (BLOCKED, with the reason).
+   Exits and rolls never ask: refusing them would leave more risk on.
 7. Orders and fills go to the book when each ladder step settles (`Book.record_fills`,
    then `Book.record_order`); predictions are written when an entry fills.
 
@@ -152,6 +156,7 @@ class ComboExecutor:
             legs=[(leg.contract, leg.ratio) for leg in candidate.legs],
             target=target,
             min_credit=st.min_credit_to_width * candidate.width,
+            margin_check=True,
         )
         progress = Progress()
         try:

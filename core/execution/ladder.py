@@ -24,7 +24,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 import polars as pl
@@ -50,6 +50,7 @@ from core.execution.combo import (
 from core.execution.intents import record_intent, sent_today, strategy_intents
 from core.execution.results import Attempt, ExecStatus, Progress
 from core.risk.limits import check_hard_caps
+from core.risk.margin import check_margin
 
 log = logging.getLogger(f"v6.{__name__}")
 
@@ -88,6 +89,8 @@ class ComboJob:
     max_debit: float | None = None  # per strategy unit: never pay more than this
     urgent: bool = False
     reduces_risk: bool = False
+    # entries: ask the broker's what-if margin for the first order before it is sent
+    margin_check: bool = False
     # derived
     bag: Contract = field(init=False)  # what is traded: the BAG, or the one leg itself
     g: int = field(init=False)  # combo units per strategy unit
@@ -292,6 +295,13 @@ class Ladder:
             progress.stop(ExecStatus.BLOCKED, f"hard cap: {caps.describe()}")
             log.warning("order %s blocked by a hard cap: %s", ref, caps.describe())
             return
+        if job.margin_check:
+            job.margin_check = False  # once per call: the first order is the largest
+            refusal = await self._margin_refusal(order)
+            if refusal is not None:
+                progress.stop(ExecStatus.BLOCKED, refusal)
+                log.warning("order %s not sent: %s", ref, refusal)
+                return
         record_intent(self.book, order, job.purpose)
         log.info(
             "sending %s %s x%d @ %.2f (mid %.3f, natural %.2f)",
@@ -322,6 +332,24 @@ class Ladder:
         progress.attempts.append(
             _sent(ref, state, limit=price, quantity=remaining, filled=units, quote=quote)
         )
+
+    async def _margin_refusal(self, order: OrderRequest) -> str | None:
+        """Why the broker's what-if margin for `order` refuses it (None: within the limit).
+        A what-if the broker refuses or cannot answer refuses the entry; a lost
+        connection is raised, as for any order."""
+        try:
+            impact = await self.broker.what_if_margin(replace(order, what_if=True))
+        except BrokerError as exc:
+            if exc.kind is ErrorClass.CONNECTIVITY:
+                raise
+            return f"margin: the broker's what-if failed ({exc}); entry refused"
+        check = check_margin(
+            impact,
+            net_liquidation=self.net_liquidation,
+            max_margin_pct=self.settings.limits.max_margin_pct,
+        )
+        log.info("what-if for %s: %s", order.order_ref, check.reason)
+        return None if check.ok else check.reason
 
     async def _settle(self, state: OrderState, wait_s: float, since: datetime) -> OrderState:
         """Wait up to `wait_s` for the order to finish, then cancel it and confirm.

@@ -77,6 +77,7 @@ from core.domain import (
     Contract,
     Dividends,
     Execution,
+    MarginImpact,
     OptionChain,
     OrderRequest,
     OrderState,
@@ -1123,24 +1124,58 @@ class SimExchange:
         margin after - margin before - premium received (plus premium paid for long
         options). A defined-risk credit spread gives width x multiplier x qty - credit;
         risk-reducing orders give a negative number. Commissions are not included."""
+        impact = self.margin_impact(order)
+        assert impact.init_change is not None and impact.equity_with_loan_change is not None
+        return round(impact.init_change - impact.equity_with_loan_change, 2)
+
+    def margin_impact(self, order: OrderRequest) -> MarginImpact:
+        """What IB's what-if would answer for `order` (nothing is placed).
+
+        Initial margin change is Reg-T's requirement alone: a defined-risk spread adds
+        width x multiplier x qty, the credit NOT subtracted; the premium moves equity with
+        loan value instead (options have no loan value, so cash received counts one for
+        one). Maintenance equals initial in this model. Commissions are not included."""
         with self._lock:
             contract = self._resolve(order.contract)
             legs = self._legs(contract, order.action)
-            return round(self._funds_needed(legs, order, contract), 2)
+            m_before, m_after = self._margins(legs, order.quantity)
+            premium = round(self._premium_paid(legs, order, contract), 2)
+            summary = self._summary()
+        m_before, m_after = round(m_before, 2), round(m_after, 2)
+        ewl_before = round(summary.available_funds + summary.maintenance_margin, 2)
+        return MarginImpact(
+            init_before=m_before,
+            init_change=round(m_after - m_before, 2),
+            init_after=m_after,
+            maint_before=m_before,
+            maint_change=round(m_after - m_before, 2),
+            maint_after=m_after,
+            equity_with_loan_before=ewl_before,
+            equity_with_loan_change=-premium,
+            equity_with_loan_after=round(ewl_before - premium, 2),
+        )
 
-    def _funds_needed(self, legs: list[_Leg], order: OrderRequest, contract: Contract) -> float:
+    def _margins(self, legs: list[_Leg], quantity: int) -> tuple[float, float]:
+        """Initial margin of the account's holdings before and after `quantity` of `legs`."""
         before = self._holdings()
         after_map: dict[int, tuple[Contract, int]] = {c.con_id: (c, q) for c, q in before}
         for leg in legs:
             c, q = after_map.get(leg.contract.con_id, (leg.contract, 0))
-            after_map[leg.contract.con_id] = (c, q + leg.action.sign * leg.ratio * order.quantity)
+            after_map[leg.contract.con_id] = (c, q + leg.action.sign * leg.ratio * quantity)
         after = list(after_map.values())
         marks = self._marks([c for c, _ in after])
-        d_margin = self._margin(after, marks) - self._margin(before, marks)
-        # premium: equity with loan value excludes options, so paying/receiving premium
-        # moves available funds one for one; stock and futures trades do not (at the mark)
+        return self._margin(before, marks), self._margin(after, marks)
+
+    def _funds_needed(self, legs: list[_Leg], order: OrderRequest, contract: Contract) -> float:
+        """Available funds the order takes: margin change plus premium paid (Reg-T)."""
+        m_before, m_after = self._margins(legs, order.quantity)
+        return m_after - m_before + self._premium_paid(legs, order, contract)
+
+    def _premium_paid(self, legs: list[_Leg], order: OrderRequest, contract: Contract) -> float:
+        """Option premium the order pays (negative: received) at its limit, else the touch.
+        Stock and futures trades at the mark leave equity with loan unchanged."""
         if all(leg.contract.sec_type is not SecType.OPT for leg in legs):
-            return d_margin
+            return 0.0
         if order.order_type is OrderType.LMT and order.limit_price is not None:
             combo_price = order.limit_price
         else:
@@ -1148,8 +1183,7 @@ class SimExchange:
             combo_price = touch.ask if order.action is Action.BUY else touch.bid
         direction = 1 if order.action is Action.BUY else -1
         mult = legs[0].contract.multiplier
-        premium_paid = direction * combo_price * mult * order.quantity
-        return d_margin + premium_paid
+        return direction * combo_price * mult * order.quantity
 
 
 # ---------------------------------------------------------------------------- helpers

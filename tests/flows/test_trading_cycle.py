@@ -439,3 +439,20 @@ async def test_delivered_stock_is_kept_when_its_rule_is_disabled(world: World) -
     assert state.is_completed(), (state.name, state.message)
     assert not [o for o in world.orders() if o.contract.sec_type.value == "STK"]
     assert "STK" in {p.contract.sec_type.value for p in world.exchange.positions()}
+
+
+async def test_entry_over_the_what_if_margin_limit_is_refused_with_its_reason(
+    world: World,
+) -> None:
+    """IB's what-if on the exact BAG entry order, through IBBroker and ib_async: a condor
+    needs one side's width x 100 of initial margin (Reg-T), more than 0.1 % of the account."""
+    state = await world.run(limits={"max_margin_pct": 0.1})
+    assert state.name == "Completed", state.message
+    summary = await state.result()
+    assert summary["entries"] >= 1 and summary["filled"] == 0 and summary["orders"] == 0
+    (blocked, *_) = summary["entries_blocked"]
+    assert "post-trade initial margin" in blocked and "limits.max_margin_pct" in blocked
+    assert not [o for o in world.orders() if o.contract.sec_type.value == "BAG"]
+    assert world.intents().is_empty()
+    statuses = world.store().read("strategies").collect().get_column("status").to_list()
+    assert statuses and set(statuses) == {"CANCELLED"}

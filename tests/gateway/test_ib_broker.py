@@ -8,7 +8,7 @@ import math
 from datetime import timedelta
 
 import pytest
-from gateway_world import broker_settings, make_exchange, same
+from gateway_world import broker_settings, make_exchange, put_spread, same
 
 from core.broker import BrokerError, ErrorClass
 from core.broker.ib import IBBroker, LiveTradingRefusedError
@@ -17,7 +17,6 @@ from core.broker.ib.convert import classify_error, to_ib_contract
 from core.config import BrokerSettings, MarketDataType
 from core.domain import (
     Action,
-    ComboLeg,
     Contract,
     Execution,
     OrderRequest,
@@ -31,23 +30,6 @@ from core.sim.gateway.server import GatewayServer
 
 pytestmark = pytest.mark.gateway
 MKT = OrderType.MKT
-
-
-def put_spread(ex: SimExchange) -> tuple[Contract, Contract, Contract]:
-    """Two listed SPY puts ~5% and ~6% out of the money, and the put-spread combo."""
-    chain = ex.option_chains("SPY")[0]
-    expiry = chain.expirations[4]
-    spot = ex.market.price("SPY")
-    strikes = sorted(chain.strikes, key=lambda k: abs(k - spot * 0.95))
-    short_k = strikes[0]
-    long_k = max(k for k in chain.strikes if k <= short_k - 5)
-    short = ex.qualify(Contract.option("SPY", expiry, short_k, "P"))
-    long = ex.qualify(Contract.option("SPY", expiry, long_k, "P"))
-    assert short is not None and long is not None
-    bag = Contract.combo(
-        "SPY", [ComboLeg(short.con_id, 1, "SELL"), ComboLeg(long.con_id, 1, "BUY")]
-    )
-    return short, long, bag
 
 
 def orders_with_ref(ex: SimExchange, ref: str) -> int:

@@ -143,11 +143,13 @@ async def test_open_order_bag_carries_legs_and_what_if_margins() -> None:
         order_ref="w",
         status="PreSubmitted",
         what_if=True,
-        init_margin_before=0.0,
-        init_margin_change=415.0,
-        maint_margin_before=0.0,
-        maint_margin_change=415.0,
-        equity_with_loan=100_000.0,
+        margins={
+            "initMarginBefore": 0.0,
+            "initMarginChange": 500.0,
+            "initMarginAfter": 500.0,
+            "equityWithLoanChange": 85.0,
+        },
+        what_if_raw={"maintMarginAfter": ""},
     )
     fields = m.open_order(w)
     assert len(fields) == 127 + 8 * 2
@@ -158,7 +160,14 @@ async def test_open_order_bag_carries_legs_and_what_if_margins() -> None:
         (1235, 2, "BUY"),
     ]
     assert o.whatIf is True and o.lmtPrice == -0.85
-    assert float(st.initMarginChange) == 415.0 and float(st.initMarginAfter) == 415.0
+    assert (st.initMarginChange, st.initMarginAfter, st.equityWithLoanChange) == (
+        "500.0",
+        "500.0",
+        "85.0",
+    )
+    # what the simulator does not know goes out as IB's unset double, as text
+    assert st.maintMarginChange == st.equityWithLoanBefore == "1.7976931348623157E308"
+    assert st.maintMarginAfter == ""
 
 
 async def test_completed_order_parses() -> None:

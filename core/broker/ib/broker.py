@@ -25,6 +25,7 @@ from core.domain import (
     Contract,
     Dividends,
     Execution,
+    MarginImpact,
     OptionChain,
     OrderRequest,
     OrderState,
@@ -192,3 +193,6 @@ class IBBroker:
 
     async def what_if(self, order: OrderRequest) -> float:
         return await self._orders.what_if(order)
+
+    async def what_if_margin(self, order: OrderRequest) -> MarginImpact:
+        return await self._orders.what_if_margin(order)

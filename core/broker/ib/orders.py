@@ -11,13 +11,13 @@ from dataclasses import replace
 from typing import Any
 
 from ib_async import Fill, Trade
+from ib_async import OrderState as IBOrderState
 
 from core.broker.base import BrokerError, ErrorClass
 from core.broker.ib.connection import Connection
 from core.broker.ib.contracts import Contracts
 from core.broker.ib.convert import (
     classify_error,
-    clean,
     from_ib_contract,
     is_bag_fill,
     latest_fills,
@@ -27,8 +27,17 @@ from core.broker.ib.convert import (
 )
 from core.broker.ib.executions import ExecutionJournal
 from core.broker.ib.logs import v6_logger
+from core.broker.ib.margin import margin_impact
 from core.broker.ib.requests import Requests
-from core.domain import Action, ComboLeg, Contract, OrderRequest, OrderState, OrderStatus
+from core.domain import (
+    Action,
+    ComboLeg,
+    Contract,
+    MarginImpact,
+    OrderRequest,
+    OrderState,
+    OrderStatus,
+)
 
 logger = v6_logger(__name__)
 
@@ -198,6 +207,20 @@ class Orders:
         return self._state(trade)
 
     async def what_if(self, order: OrderRequest) -> float:
+        """Available funds the order takes: initial margin change less the equity with
+        loan change (a credit received). DATA error when IB left either unknown."""
+        impact = await self.what_if_margin(order)
+        if impact.init_change is None or impact.equity_with_loan_change is None:
+            raise BrokerError(
+                f"what-if for {order.order_ref} returned no initial margin or equity-with-loan "
+                "change",
+                ErrorClass.DATA,
+            )
+        return round(impact.init_change - impact.equity_with_loan_change, 2)
+
+    async def what_if_margin(self, order: OrderRequest) -> MarginImpact:
+        """IB's what-if for `order` (whatIfOrderAsync: nothing is placed), its strings
+        parsed fail-closed: unset, empty or unparseable figures are None, never 0."""
         await self._conn.ready()
         contract = await self._contracts.qualified(order.contract)
         state = await self._requests.request(
@@ -206,12 +229,11 @@ class Orders:
                 to_ib_contract(contract), to_ib_order(order, self._conn.account or "")
             ),
         )
-        value = clean(_float(state.initMarginChange))
-        if math.isnan(value):
+        if not isinstance(state, IBOrderState):  # ib_async answers [] when IB sent an error
             raise BrokerError(
-                f"what-if for {order.order_ref} returned no initial margin", ErrorClass.DATA
+                f"what-if for {order.order_ref} got no answer from IB", ErrorClass.REJECTION
             )
-        return value
+        return margin_impact(state)
 
     # ------------------------------------------------------------------ order states
     def _state(self, trade: Trade, fills: Iterable[Fill] = ()) -> OrderState:

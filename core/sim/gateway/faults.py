@@ -30,6 +30,9 @@ class GatewayFaults:
     # symbol ("*" = every symbol) -> the entitlement answer its market-data requests get:
     # 354, 10168, 10197 (no data at all) or 10090 (part of the data: no bid/ask)
     entitlement: dict[str, int] = field(default_factory=dict)
+    # OrderState field name (e.g. "initMarginAfter") -> raw text every what-if answer
+    # carries instead of the true figure: IB's unset value, "", or text that is no number
+    what_if_fields: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 from core.domain import Bar, Contract, Execution, OptionChain, Position, SecType
@@ -402,11 +402,10 @@ class WireOrder:
     avg_fill_price: float = math.nan
     last_fill_price: float = math.nan
     what_if: bool = False
-    init_margin_before: float = math.nan
-    init_margin_change: float = math.nan
-    maint_margin_before: float = math.nan
-    maint_margin_change: float = math.nan
-    equity_with_loan: float = math.nan
+    # a what-if answer's OrderState margin figures, IB's names; NaN -> IB's unset value,
+    # a `what_if_raw` entry -> that text verbatim (what a Gateway that knows nothing sends)
+    margins: dict[str, float] = field(default_factory=dict)
+    what_if_raw: dict[str, str] = field(default_factory=dict)
     warning: str = ""
     completed_time: str = ""
     completed_status: str = ""
@@ -417,6 +416,19 @@ def _combo_legs(c: Contract) -> Fields:
     for leg in c.combo_legs:
         out += [leg.con_id, leg.ratio, leg.action, "SMART", 0, 0, "", -1]
     return out
+
+
+WHAT_IF_FIELDS: tuple[str, ...] = (
+    "initMarginBefore",
+    "maintMarginBefore",
+    "equityWithLoanBefore",
+    "initMarginChange",
+    "maintMarginChange",
+    "equityWithLoanChange",
+    "initMarginAfter",
+    "maintMarginAfter",
+    "equityWithLoanAfter",
+)
 
 
 def _margin(value: float) -> str:
@@ -505,19 +517,9 @@ def open_order(o: WireOrder) -> Fields:
         o.status,
     ]
     if o.what_if:
-        before = o.init_margin_before if math.isfinite(o.init_margin_before) else 0.0
-        maint_before = o.maint_margin_before if math.isfinite(o.maint_margin_before) else 0.0
-        ewl = o.equity_with_loan
         f += [
-            _margin(before),
-            _margin(maint_before),
-            _margin(ewl),
-            _margin(o.init_margin_change),
-            _margin(o.maint_margin_change),
-            _margin(0.0),
-            _margin(before + o.init_margin_change),
-            _margin(maint_before + o.maint_margin_change),
-            _margin(ewl),
+            o.what_if_raw[name] if name in o.what_if_raw else _margin(o.margins.get(name, math.nan))
+            for name in WHAT_IF_FIELDS
         ]
     else:
         f += ["", "", "", "", "", "", "", "", ""]

@@ -36,6 +36,7 @@ from core.domain import (
     Contract,
     Dividends,
     Execution,
+    MarginImpact,
     OptionChain,
     OrderRequest,
     OrderState,
@@ -142,6 +143,7 @@ class ExchangeLike(Protocol):
     def positions(self) -> list[Position]: ...
     def account_summary(self) -> AccountSummary: ...
     def what_if(self, order: OrderRequest) -> float: ...
+    def margin_impact(self, order: OrderRequest) -> MarginImpact: ...
     def dividends(self, contract: Contract) -> Dividends | None: ...
     def on_clock(self) -> list[Execution]: ...
     def subscribe(self, listener: Callable[[Any], None]) -> Callable[[], None]: ...
@@ -478,6 +480,14 @@ class GatewayServer:
     def silence_market_data(self, on: bool = True) -> None:
         """Market-data requests are accepted (and hold lines) but no tick is ever sent."""
         self.faults.silent_market_data = on
+
+    def what_if_answers(self, **raw: str) -> None:
+        """Every what-if answer from now on carries these raw OrderState fields (IB names,
+        e.g. initMarginAfter="") instead of the true figures; no arguments: the truth."""
+        unknown = sorted(set(raw) - set(msg.WHAT_IF_FIELDS))
+        if unknown:
+            raise ValueError(f"what_if_answers: {unknown} not in {msg.WHAT_IF_FIELDS}")
+        self.faults.what_if_fields = dict(raw)
 
     def force_pacing_violation(self, n: int = 1) -> None:
         self.faults.pacing_violations += n
@@ -1218,13 +1228,26 @@ class GatewayServer:
             s.send(msg.order_status(w))
 
     def _what_if(self, s: _Session, r: rq.PlaceOrder, order: OrderRequest) -> None:
+        """IB's what-if answer: one openOrder with whatIf set and the margin figures as
+        strings (Reg-T: a spread's initial margin change is width x multiplier x qty, the
+        credit shows in equity with loan). Nothing is placed; no orderStatus follows."""
         try:
-            margin = float(self.exchange.what_if(order))
+            impact = self.exchange.margin_impact(order)
         except ValueError as exc:
             code, text = _coded(exc, 201)
             s.send(msg.error(r.order_id, code, text))
             return
-        summary = self.exchange.account_summary()
+        figures = {
+            "initMarginBefore": impact.init_before,
+            "maintMarginBefore": impact.maint_before,
+            "equityWithLoanBefore": impact.equity_with_loan_before,
+            "initMarginChange": impact.init_change,
+            "maintMarginChange": impact.maint_change,
+            "equityWithLoanChange": impact.equity_with_loan_change,
+            "initMarginAfter": impact.init_after,
+            "maintMarginAfter": impact.maint_after,
+            "equityWithLoanAfter": impact.equity_with_loan_after,
+        }
         w = msg.WireOrder(
             order_id=r.order_id,
             client_id=self._cid(s),
@@ -1239,11 +1262,8 @@ class GatewayServer:
             order_ref=order.order_ref,
             status="PreSubmitted",
             what_if=True,
-            init_margin_before=summary.maintenance_margin,
-            init_margin_change=margin,
-            maint_margin_before=summary.maintenance_margin,
-            maint_margin_change=margin,
-            equity_with_loan=summary.net_liquidation,
+            margins={k: math.nan if v is None else v for k, v in figures.items()},
+            what_if_raw=dict(self.faults.what_if_fields),
         )
         s.send(msg.open_order(w))
 
