@@ -320,16 +320,25 @@ def print_summary(demo: Demo, console: Console) -> None:
         facts.add_row("variance report", str(reports[-1].resolve()))
     console.print(facts)
     console.rule("[bold]done")
+    console.print(_where_the_runs_are(home_tag(demo.settings)), soft_wrap=True)
+    console.print("`v6 tables` lists what was stored; `v6 status` shows positions and breaker.")
+
+
+def _where_the_runs_are(tag: str) -> str:
+    """Where to look at the demo's runs: the Prefect server it ran against, or the local
+    database a `prefect server start` with the same PREFECT_HOME will show."""
     from prefect.settings import get_current_settings
 
-    db = get_current_settings().server.database.connection_url
+    settings = get_current_settings()
+    if settings.api.url:
+        ui = settings.ui_url or settings.api.url.removesuffix("/api")
+        return f"The demo's runs are on the Prefect server {ui}: open {ui}/runs, filter by {tag}."
+    db = settings.server.database.connection_url
     where = _without_password(db.get_secret_value()) if db else "Prefect's local database"
-    console.print(
-        f"The demo's runs are in {where}, tagged {home_tag(demo.settings)}: `prefect server start` "
-        "(same PREFECT_HOME), open http://127.0.0.1:4200/runs and filter by that tag.",
-        soft_wrap=True,
+    return (
+        f"The demo's runs are in {where}, tagged {tag}: `prefect server start` "
+        "(same PREFECT_HOME), open http://127.0.0.1:4200/runs and filter by that tag."
     )
-    console.print("`v6 tables` lists what was stored; `v6 status` shows positions and breaker.")
 
 
 def _without_password(url: str) -> str:
