@@ -325,12 +325,15 @@ def print_summary(demo: Demo, console: Console) -> None:
 
 
 def _where_the_runs_are(tag: str) -> str:
-    """Where to look at the demo's runs: the Prefect server it ran against, or the local
-    database a `prefect server start` with the same PREFECT_HOME will show."""
+    """Where to look at the demo's runs: the Prefect server it ran against, or (when it ran
+    on this command's temporary API, gone by now) the database a `prefect server start`
+    with the same PREFECT_HOME will show."""
     from prefect.settings import get_current_settings
 
+    from deployments.local_api import temporary_api_url
+
     settings = get_current_settings()
-    if settings.api.url:
+    if settings.api.url and settings.api.url != temporary_api_url():
         ui = settings.ui_url or settings.api.url.removesuffix("/api")
         return f"The demo's runs are on the Prefect server {ui}: open {ui}/runs, filter by {tag}."
     db = settings.server.database.connection_url

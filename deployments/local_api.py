@@ -103,6 +103,15 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+_temporary_url: str | None = None  # the API `prefect_api` started, while it runs
+
+
+def temporary_api_url() -> str | None:
+    """The URL of the temporary API this command started (None: a configured server, or
+    none yet): it dies with the command, so nothing should send a user there later."""
+    return _temporary_url
+
+
 @contextmanager
 def prefect_api() -> Iterator[str]:
     """The configured Prefect API, or a temporary one for this command's life."""
@@ -116,16 +125,19 @@ def prefect_api() -> Iterator[str]:
         return
     port = _free_port()
     url = f"http://127.0.0.1:{port}/api"
+    global _temporary_url
     proc = _start(port)
     try:
         _wait_healthy(proc, url, start_timeout_s())
         os.environ["PREFECT_API_URL"] = url  # flow-run subprocesses inherit it
+        _temporary_url = url
         try:
             with temporary_settings({PREFECT_API_URL: url}):
                 yield url
         finally:
             _drain_prefect_services()
             os.environ.pop("PREFECT_API_URL", None)
+            _temporary_url = None
     finally:
         _stop(proc)
 

@@ -3,8 +3,10 @@ local database a `prefect server start` shows."""
 
 from __future__ import annotations
 
+import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from deployments import local_api
 from deployments.demo import _where_the_runs_are
 
 
@@ -19,3 +21,13 @@ def test_without_a_server_the_local_database_is_named() -> None:
     with temporary_settings({PREFECT_API_URL: None}):
         text = _where_the_runs_are("home:v6-abc")
     assert "prefect server start" in text and "http://127.0.0.1:4200/runs" in text
+
+
+def test_the_commands_own_temporary_api_is_not_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`v6 demo` without a server runs on a temporary API that dies with it: the user is
+    sent to `prefect server start` on the same database, not to a dead port."""
+    url = "http://127.0.0.1:40451/api"
+    monkeypatch.setattr(local_api, "_temporary_url", url)
+    with temporary_settings({PREFECT_API_URL: url}):
+        text = _where_the_runs_are("home:v6-abc")
+    assert "40451" not in text and "prefect server start" in text
