@@ -14,15 +14,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-import httpx
 import pytest
-from processes import stop, tail
+from processes import stop, wait_healthy
 from s3_world import free_port
 
 BIN = Path(sys.executable).parent
@@ -155,18 +153,7 @@ def prefect_on_postgres_fixture(
     proc = start(cmd, server_env, log, home)
     url = f"http://127.0.0.1:{port}/api"
     try:
-        deadline = time.monotonic() + START_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"prefect server exited ({proc.returncode}):\n{tail(log)}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"prefect server not healthy after {START_S:.0f}s:\n{tail(log)}")
-            time.sleep(0.25)
+        wait_healthy(proc, url, log, START_S)
         yield PrefectServer(url, env, home, log)
     finally:
         stop(proc)

@@ -21,12 +21,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO
 
-import httpx
 import pytest
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.objects import FlowRun, StateType
-from processes import stop, tail
+from processes import stop, tail, wait_healthy
 
 from core.analysis.synthetic import synthetic_trades
 from core.config import Settings
@@ -91,20 +90,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
     )
     url = f"http://127.0.0.1:{port}/api"
     try:
-        deadline = time.monotonic() + SERVER_START_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"prefect server exited ({proc.returncode}):\n{tail(log_path)}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"prefect server not healthy after {SERVER_START_S:.0f}s:\n{tail(log_path)}"
-                )
-            time.sleep(0.25)
+        wait_healthy(proc, url, log_path, SERVER_START_S)
         yield Server(url, env, home, log_path)
     finally:
         stop(proc)

@@ -18,6 +18,7 @@ import pytest
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.objects import FlowRun, StateType
+from processes import stop, tail
 from s3_world import S3World, s3_world_fixture  # noqa: F401  (fixture)
 from topology_world import (  # noqa: F401  (fixtures)
     AUTH,
@@ -26,8 +27,6 @@ from topology_world import (  # noqa: F401  (fixtures)
     postgres_fixture,
     prefect_on_postgres_fixture,
     start,
-    stop,
-    tail,
 )
 
 from core.config import load_settings
